@@ -1,0 +1,385 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
+
+	"github.com/ambit-mesh/ambit/identity"
+)
+
+// Workload is what one HBONE listener serves: the destination pod.
+type Workload struct {
+	ID    spiffeid.ID  // required: the identity the server presents
+	Addrs []netip.Addr // required: pod IPs; a CONNECT authority must be one of these
+}
+
+// ServerConfig configures a Server.
+type ServerConfig struct {
+	// SVIDs gives the destination workload's certificate; it is asked on
+	// every handshake, so rotation needs no restart. Required.
+	SVIDs identity.SVIDSource
+	// Bundles are the trust bundles: a client is accepted when its SPIFFE
+	// ID's trust domain has a bundle here. Required.
+	Bundles x509bundle.Source
+	// Authorizer decides each CONNECT before anything is dialed. Required.
+	Authorizer Authorizer
+	// Dial reaches the destination application. Optional: default a
+	// net.Dialer.
+	Dial func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
+	// Logger is optional (default: discard).
+	Logger *slog.Logger
+	// Hooks are optional.
+	Hooks Hooks
+	// Settings are optional.
+	Settings Settings
+}
+
+// Server terminates HBONE: one Server, any number of listeners (one per
+// pod network namespace), each serving one Workload.
+type Server struct {
+	cfg ServerConfig
+	set Settings
+	log *slog.Logger
+	ctr counters
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	shutdown  bool
+	wg        sync.WaitGroup // connection and stream goroutines
+}
+
+// NewServer validates cfg and returns a Server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	switch {
+	case cfg.SVIDs == nil:
+		return nil, fmt.Errorf("%w: ServerConfig.SVIDs is required", ErrConfig)
+	case cfg.Bundles == nil:
+		return nil, fmt.Errorf("%w: ServerConfig.Bundles is required", ErrConfig)
+	case cfg.Authorizer == nil:
+		return nil, fmt.Errorf("%w: ServerConfig.Authorizer is required", ErrConfig)
+	}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", dst.String())
+		}
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{
+		cfg:       cfg,
+		set:       cfg.Settings.withDefaults(),
+		log:       log,
+		listeners: map[net.Listener]struct{}{},
+		conns:     map[*conn]struct{}{},
+	}, nil
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats { return s.ctr.snapshot() }
+
+// Serve accepts HBONE connections on ln for workload w until ctx is done
+// (then the listener and its connections are closed) or Shutdown is
+// called. It returns ErrClosed after Shutdown, ctx.Err() after
+// cancellation, or the listener's error.
+func (s *Server) Serve(ctx context.Context, ln net.Listener, w Workload) error {
+	if w.ID.IsZero() || len(w.Addrs) == 0 {
+		return fmt.Errorf("%w: Workload needs an ID and at least one address", ErrConfig)
+	}
+	conf := serverTLS(s.cfg.SVIDs, s.cfg.Bundles, w.ID, s.set)
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		_ = ln.Close()
+		return ErrClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			down := s.shutdown
+			s.mu.Unlock()
+			switch {
+			case down:
+				return ErrClosed
+			case ctx.Err() != nil:
+				return ctx.Err()
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("hbone: accept failed, retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.ctr.tunnelsAccepted.Add(1)
+		s.wg.Add(1)
+		go s.serveConn(ctx, nc, w, conf)
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *tls.Config) {
+	defer s.wg.Done()
+	tc := tls.Server(nc, conf)
+	hctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	src := addrPortOf(nc.RemoteAddr())
+	if err != nil {
+		s.ctr.tlsFailures.Add(1)
+		s.log.Warn("hbone: TLS handshake failed", "peer", src, "workload", w.ID.String(), "err", err)
+		_ = nc.Close()
+		s.cfg.Hooks.end(&ConnInfo{Direction: Inbound, Destination: w.ID, SourceAddr: src, TunnelAddr: addrPortOf(nc.LocalAddr()),
+			Start: time.Now(), Outcome: OutcomeTLSFailure, Reason: "TLS handshake failed", Err: fmt.Errorf("%w: %w", ErrTLS, err)})
+		return
+	}
+	peer, err := peerID(tc.ConnectionState())
+	if err != nil { // cannot happen after verification; refuse anyway
+		s.ctr.tlsFailures.Add(1)
+		s.log.Warn("hbone: client without SPIFFE ID", "peer", src, "err", err)
+		_ = nc.Close()
+		return
+	}
+	c := newConn(tc, s.set, s.log, &s.ctr, false)
+	c.peer, c.local = peer, w.ID
+	c.onRequest = func(st *Stream, f *http2.MetaHeadersFrame) {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(ctx, c, st, f, w)
+		}()
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(s.set.ConnectTimeout))
+	if err := c.start(); err != nil {
+		s.ctr.protocolErrors.Add(1)
+		s.log.Warn("hbone: HTTP/2 preface failed", "peer", src, "identity", peer.String(), "err", err)
+		_ = nc.Close()
+		return
+	}
+	_ = tc.SetReadDeadline(time.Time{})
+	s.mu.Lock()
+	if s.shutdown {
+		s.mu.Unlock()
+		c.goAway()
+		_ = nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	c.onClose = func(c *conn) {
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}
+	stop := context.AfterFunc(ctx, func() { c.abort(fmt.Errorf("%w: serve context done", ErrClosed)) })
+	defer stop()
+	c.run()
+}
+
+// handle answers one CONNECT: validate, authorize, dial, splice.
+func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaHeadersFrame, w Workload) {
+	ci := &ConnInfo{
+		Direction:   Inbound,
+		Source:      c.peer,
+		Destination: w.ID,
+		SourceAddr:  addrPortOf(c.nc.RemoteAddr()),
+		TunnelAddr:  addrPortOf(c.nc.LocalAddr()),
+		Start:       time.Now(),
+	}
+	reject := func(status int, outcome, reason string, err error) {
+		ci.Outcome, ci.Reason, ci.Err, ci.Duration = outcome, reason, err, time.Since(ci.Start)
+		s.log.Warn("hbone: CONNECT rejected", "status", status, "reason", reason, "source", ci.Source.String(),
+			"source_addr", ci.SourceAddr, "destination", ci.DestAddr, "workload", w.ID.String())
+		_ = c.respond(st, status, true)
+		_ = st.Close()
+		s.cfg.Hooks.end(ci)
+	}
+	dst, err := s.checkRequest(f, w)
+	if err != nil {
+		s.ctr.badRequests.Add(1)
+		reject(400, OutcomeBadRequest, err.Error(), err)
+		return
+	}
+	ci.DestAddr = dst
+	for _, h := range f.RegularFields() {
+		switch h.Name {
+		case "forwarded":
+			if !ci.Forwarded.For.IsValid() {
+				ci.Forwarded = ParseForwarded(h.Value)
+			}
+		case "baggage":
+			if ci.Baggage == nil {
+				ci.Baggage = ParseBaggage(h.Value)
+			}
+		case "traceparent":
+			if ci.TraceParent.IsZero() {
+				ci.TraceParent, _ = ParseTraceParent(h.Value)
+			}
+		}
+	}
+	dec := s.cfg.Authorizer.Authorize(ctx, AuthzRequest{Source: c.peer, SourceAddr: ci.SourceAddr, Destination: dst, Workload: w.ID})
+	ci.Policy = dec.Policy
+	if !dec.Allow {
+		s.ctr.denied.Add(1)
+		reject(401, OutcomeDenied, "denied: "+dec.Reason, fmt.Errorf("%w: %s", ErrDenied, dec.Reason))
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
+	up, err := s.cfg.Dial(dctx, dst)
+	cancel()
+	if err != nil {
+		s.ctr.upstreamFailures.Add(1)
+		reject(503, OutcomeUpstreamRefused, "dial "+dst.String()+": "+err.Error(), fmt.Errorf("%w: %w", ErrUpstream, err))
+		return
+	}
+	if err := c.respond(st, 200, false); err != nil {
+		_ = up.Close()
+		_ = st.Close()
+		ci.Outcome, ci.Err, ci.Duration = OutcomeReset, err, time.Since(ci.Start)
+		s.cfg.Hooks.end(ci)
+		return
+	}
+	s.ctr.streams.Add(1)
+	s.ctr.streamsActive.Add(1)
+	s.cfg.Hooks.start(ci)
+	sent, recv, err := Splice(ctx, st, up, s.set)
+	s.ctr.streamsActive.Add(-1)
+	s.ctr.bytesSent.Add(sent)
+	s.ctr.bytesRecv.Add(recv)
+	ci.BytesSent, ci.BytesRecv, ci.Duration, ci.Err = sent, recv, time.Since(ci.Start), err
+	if err != nil {
+		s.ctr.resets.Add(1)
+		ci.Outcome = OutcomeReset
+		if errors.Is(err, ErrClosed) {
+			ci.Outcome = OutcomeShutdown
+		}
+	}
+	s.cfg.Hooks.end(ci)
+}
+
+// checkRequest validates a CONNECT request: method, pseudo-headers, and an
+// authority that is one of the workload's addresses.
+func (s *Server) checkRequest(f *http2.MetaHeadersFrame, w Workload) (netip.AddrPort, error) {
+	if f.Truncated {
+		return netip.AddrPort{}, fmt.Errorf("%w: header list too large", ErrBadRequest)
+	}
+	var method, authority string
+	for _, h := range f.PseudoFields() {
+		switch h.Name {
+		case ":method":
+			method = h.Value
+		case ":authority":
+			authority = h.Value
+		case ":path", ":scheme", ":protocol":
+			return netip.AddrPort{}, fmt.Errorf("%w: CONNECT must not carry %s", ErrBadRequest, h.Name)
+		default:
+			return netip.AddrPort{}, fmt.Errorf("%w: pseudo-header %s in a request", ErrBadRequest, h.Name)
+		}
+	}
+	if method != "CONNECT" {
+		return netip.AddrPort{}, fmt.Errorf("%w: method %q, only CONNECT is served", ErrBadRequest, truncate(method, 32))
+	}
+	dst, err := ParseAuthority(authority)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	for _, a := range w.Addrs {
+		if a == dst.Addr() {
+			return dst, nil
+		}
+	}
+	return netip.AddrPort{}, fmt.Errorf("%w: authority %s is not served by %s", ErrBadRequest, dst, w.ID)
+}
+
+// Shutdown stops accepting and asks every connection to drain (GOAWAY):
+// live streams continue until ctx is done, then every connection is
+// closed. It returns ctx.Err() when streams had to be cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.shutdown = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.goAway()
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	var err error
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-t.C:
+			continue
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		s.mu.Lock()
+		for c := range s.conns {
+			conns = append(conns, c)
+		}
+		s.mu.Unlock()
+		for _, c := range conns {
+			c.abort(fmt.Errorf("%w: shutdown deadline", ErrClosed))
+		}
+		break
+	}
+	s.wg.Wait()
+	return err
+}
+
+func addrPortOf(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ap := a.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	case nil:
+		return netip.AddrPort{}
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

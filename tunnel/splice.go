@@ -1,0 +1,149 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// Splice copies a->b and b->a until both directions end, carrying
+// half-closes (EOF from one side becomes CloseWrite on the other: FIN <->
+// END_STREAM) and aborts (an error on either side resets both: TCP RST <->
+// RST_STREAM). Cancelling ctx aborts both. It closes a and b before
+// returning and reports the bytes moved each way and the first error.
+//
+// Copying uses no buffer while a side is quiet: a *Stream source is drained
+// straight from its receive queue, and other sources are read through a
+// small buffer that grows to a pooled one only while bytes flow (see
+// Settings.IdleReadSize).
+func Splice(ctx context.Context, a, b net.Conn, set Settings) (aToB, bToA int64, err error) {
+	set = set.withDefaults()
+	var once sync.Once
+	abortBoth := func() {
+		once.Do(func() {
+			abortConn(a)
+			abortConn(b)
+		})
+	}
+	stop := context.AfterFunc(ctx, abortBoth)
+	defer stop()
+
+	var abErr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		aToB, abErr = pipe(b, a, set)
+		if abErr != nil {
+			abortBoth()
+		}
+	}()
+	bToA, baErr := pipe(a, b, set)
+	if baErr != nil {
+		abortBoth()
+	}
+	<-done
+	_ = a.Close()
+	_ = b.Close()
+	err = abErr
+	if err == nil {
+		err = baErr
+	}
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	return aToB, bToA, err
+}
+
+// pipe copies src to dst and half-closes dst when src ends cleanly.
+func pipe(dst, src net.Conn, set Settings) (int64, error) {
+	var n int64
+	var err error
+	switch {
+	case isStream(src):
+		n, err = src.(*Stream).WriteTo(dst)
+	case isStream(dst):
+		n, err = dst.(*Stream).ReadFrom(src)
+	default:
+		n, err = copyAdaptive(dst, src, set)
+	}
+	if err != nil {
+		return n, err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+func isStream(c net.Conn) bool { _, ok := c.(*Stream); return ok }
+
+// abortConn ends c abruptly: RST_STREAM for a stream, RST (linger 0) for a
+// TCP socket.
+func abortConn(c net.Conn) {
+	switch c := c.(type) {
+	case *Stream:
+		_ = c.Reset()
+		return
+	case interface{ SetLinger(int) error }:
+		_ = c.SetLinger(0)
+	}
+	_ = c.Close()
+}
+
+// copyAdaptive copies src to dst, waiting for input on a small buffer and
+// switching to a pooled large one while data keeps coming.
+func copyAdaptive(dst io.Writer, src io.Reader, set Settings) (int64, error) {
+	set = set.withDefaults()
+	var small []byte
+	if set.IdleReadSize > 0 {
+		small = make([]byte, set.IdleReadSize)
+	}
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			putCopyBuf(set.CopyBufferSize, big)
+		}
+	}()
+	var total int64
+	for {
+		var buf []byte
+		switch {
+		case big != nil:
+			buf = *big
+		case small != nil:
+			buf = small
+		default:
+			big = getCopyBuf(set.CopyBufferSize)
+			buf = *big
+		}
+		n, rerr := src.Read(buf)
+		if n > 0 {
+			w, werr := dst.Write(buf[:n])
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+			if w != n {
+				return total, io.ErrShortWrite
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return total, nil
+			}
+			return total, rerr
+		}
+		if small != nil {
+			if big == nil && n == len(small) {
+				big = getCopyBuf(set.CopyBufferSize)
+			} else if big != nil && n < len(*big)/2 {
+				putCopyBuf(set.CopyBufferSize, big)
+				big = nil
+			}
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package tunnelbench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestRunSmall runs every workload through every path at small sizes and
+// checks that each figure was measured, is plausible, and reaches both the
+// table and the JSON.
+func TestRunSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures three paths for a few seconds")
+	}
+	w := Workloads{
+		ThroughputTime: 200 * time.Millisecond,
+		RTTSamples:     200,
+		ConnectTime:    200 * time.Millisecond,
+		ConnectWorkers: 2,
+		IdleConns:      []int{50},
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, w, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range PathNames {
+		r := rep[name]
+		if r == nil {
+			t.Fatalf("no result for %s", name)
+		}
+		for fig, v := range map[string]*float64{
+			"throughput_1": r.Throughput1Gbps, "throughput_8": r.Throughput8Gbps,
+			"rtt_p50": r.RTTP50us, "rtt_p99": r.RTTP99us, "connects": r.ConnectsPerS,
+			"cpu": r.CPUSecondsPerGB, "idle": r.IdleConnKiB,
+		} {
+			if v == nil {
+				t.Errorf("%s: %s not measured", name, fig)
+			} else if fig != "idle" && *v <= 0 {
+				t.Errorf("%s: %s = %v, want > 0", name, fig, *v)
+			}
+		}
+		if *r.RTTP99us < *r.RTTP50us {
+			t.Errorf("%s: p99 %v < p50 %v", name, *r.RTTP99us, *r.RTTP50us)
+		}
+	}
+	var js bytes.Buffer
+	if err := rep.JSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var decoded map[string]map[string]any
+	if err := json.Unmarshal(js.Bytes(), &decoded); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range PathNames {
+		for _, key := range []string{"throughput_1_gbps", "throughput_8_gbps", "rtt_p50_us", "rtt_p99_us", "connects_per_s", "idle_conn_kib", "cpu_s_per_gb"} {
+			if _, ok := decoded[name][key]; !ok {
+				t.Errorf("JSON %s lacks %s", name, key)
+			}
+		}
+	}
+	var tab bytes.Buffer
+	if err := rep.Table(&tab); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(tab.String(), "hbone/mtls") || strings.Count(tab.String(), "\n") < 8 {
+		t.Errorf("table incomplete:\n%s", tab.String())
+	}
+}
+
+// TestReportLeavesUnmeasuredOut checks that a missing figure stays out of
+// the JSON rather than appearing as zero.
+func TestReportLeavesUnmeasuredOut(t *testing.T) {
+	v := 1.5
+	rep := Report{"direct": {Throughput1Gbps: &v}}
+	var js bytes.Buffer
+	if err := rep.JSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(js.String(), "rtt_p50_us") {
+		t.Errorf("unmeasured figure present: %s", js.String())
+	}
+	if !strings.Contains(js.String(), `"throughput_1_gbps": 1.5`) {
+		t.Errorf("measured figure missing: %s", js.String())
+	}
+}
