@@ -160,7 +160,10 @@ func (p *pool) dial(ctx context.Context, key poolKey, r DialRequest) (*conn, err
 	}
 	if err := c.start(); err != nil {
 		_ = nc.Close()
-		return fail(fmt.Errorf("%w: HTTP/2 start: %w", ErrConnClosed, err))
+		// With TLS 1.3 the server verifies our certificate after our side of
+		// the handshake finished: a rejection shows up as a failed write.
+		cl.ctr.tlsFailures.Add(1)
+		return fail(fmt.Errorf("%w: connection failed right after the handshake (certificate refused?): %w", ErrTLS, err))
 	}
 	c.onClose = func(c *conn) { p.remove(key, c) }
 	p.wg.Add(1)

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -429,4 +430,12 @@ func (c *conn) noteNewPeerStream(id uint32) {
 		c.lastPeerID = id
 	}
 	c.mu.Unlock()
+}
+
+// ConnectionState is the TLS state of the tunnel carrying the stream.
+func (s *Stream) ConnectionState() tls.ConnectionState {
+	if s.c.tc == nil {
+		return tls.ConnectionState{}
+	}
+	return s.c.tc.ConnectionState()
 }
