@@ -98,8 +98,12 @@ func TestClientCertRejected(t *testing.T) {
 	now := time.Now()
 	for name, svid := range map[string]func() any{
 		"foreign trust domain": func() any { return foreignCA.MustMint(foreignID) },
-		"no SPIFFE SAN":        func() any { return testCA.MustMint(srcID, identitytest.WithURIs(), identitytest.WithDNSNames("frontend.shop")) },
-		"expired":              func() any { return testCA.MustMint(srcID, identitytest.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Minute))) },
+		"no SPIFFE SAN": func() any {
+			return testCA.MustMint(srcID, identitytest.WithURIs(), identitytest.WithDNSNames("frontend.shop"))
+		},
+		"expired": func() any {
+			return testCA.MustMint(srcID, identitytest.WithValidity(now.Add(-2*time.Hour), now.Add(-time.Minute)))
+		},
 		"signed by foreign CA": func() any { return foreignCA.MustMint(srcID) },
 	} {
 		t.Run(name, func(t *testing.T) {
