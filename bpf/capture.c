@@ -76,11 +76,18 @@ static __always_inline int capture(struct bpf_sock_addr *ctx, struct addr16 *dst
 	__u64 ns;
 	struct pod_cfg *cfg;
 
-	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP || !sk)
+	if (ctx->type != SOCK_STREAM || !sk)
 		return 1;
 	ns = bpf_get_netns_cookie(ctx);
 	cfg = bpf_map_lookup_elem(&pods, &ns);
 	if (!cfg)
+		return 1;
+	/* MPTCP: sockops sees its subflows, not this socket, so the original
+	 * destination could not be published. Refuse rather than let it out
+	 * uncaptured (the pod's egress program would drop it anyway). */
+	if (ctx->protocol == 262 /* IPPROTO_MPTCP */)
+		return own_socket(sk) ? 1 : 0;
+	if (ctx->protocol != IPPROTO_TCP)
 		return 1;
 	if (own_socket(sk) || excluded(cfg, bpf_ntohs(ctx->user_port))) {
 		bpf_sk_storage_delete(&sk_orig, sk);

@@ -1,0 +1,138 @@
+package redirect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrThreadLost is wrapped when the thread that entered a pod namespace
+// could not return to its own; that thread is left locked and exits with
+// its goroutine, so no other goroutine ever runs in the wrong namespace.
+var ErrThreadLost = errors.New("redirect: could not restore the thread's network namespace")
+
+// inNetns runs fn on a fresh goroutine locked to its OS thread inside the
+// network namespace ns, and waits for it. The thread returns to its original
+// namespace and is unlocked only if that succeeded; otherwise it stays
+// locked and the Go runtime terminates it when the goroutine exits.
+func inNetns(ns *os.File, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("redirect: open own netns: %w", err)
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Still in the original namespace: safe to unlock.
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("redirect: enter pod netns: %w", err)
+			return
+		}
+		ferr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			// Deliberately no UnlockOSThread: the thread dies with us.
+			errc <- errors.Join(ferr, fmt.Errorf("%w: %w", ErrThreadLost, err))
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// netnsCookie returns the kernel's cookie of the namespace ns (what
+// bpf_get_netns_cookie returns for sockets in it).
+func netnsCookie(ns *os.File) (uint64, error) {
+	var cookie uint64
+	err := inNetns(ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("redirect: netns cookie: %w", err)
+	}
+	return cookie, nil
+}
+
+// sockopt reads a uint64 socket option of a connection or listener.
+func sockopt(c syscall.Conn, opt int) (uint64, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		v, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, opt)
+	}); err != nil {
+		return 0, err
+	}
+	return v, serr
+}
+
+// markControl returns a net.Dialer/ListenConfig Control func setting SO_MARK.
+func markControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, int(mark))
+		}); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("redirect: SO_MARK: %w", serr)
+		}
+		return nil
+	}
+}
+
+// listenIn creates a marked TCP listener on an ephemeral port inside ns.
+// The port does not matter: sk_lookup steers the well-known ports to it
+// through the sockmap. Dual-stack when the namespace has IPv6.
+func listenIn(ctx context.Context, ns *os.File, mark uint32) (*net.TCPListener, error) {
+	var ln net.Listener
+	err := inNetns(ns, func() error {
+		lc := net.ListenConfig{Control: markControl(mark)}
+		// Go listens with MPTCP by default since 1.24; sockmap (and so
+		// sk_lookup) accepts only plain TCP listeners.
+		lc.SetMultipathTCP(false)
+		var err error
+		ln, err = lc.Listen(ctx, "tcp", "[::]:0")
+		if err != nil {
+			ln, err = lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("redirect: listen in pod netns: %w", err)
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// dialIn dials from inside ns with a marked socket, which capture ignores.
+func dialIn(ctx context.Context, ns *os.File, mark uint32, network, address string) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(ns, func() error {
+		d := net.Dialer{Control: markControl(mark)}
+		d.SetMultipathTCP(false)
+		var err error
+		c, err = d.DialContext(ctx, network, address)
+		return err
+	})
+	return c, err
+}

@@ -1,0 +1,457 @@
+package redirect
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/ambit-mesh/ambit/bpf"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// podRuntime is what this process holds for an enrolled pod.
+type podRuntime struct {
+	ns        *os.File
+	ownNs     bool
+	cookie    uint64
+	listeners [3]*net.TCPListener // by bpf.Slot*
+}
+
+func (r *podRuntime) close() {
+	for i, l := range r.listeners {
+		if l != nil {
+			l.Close()
+			r.listeners[i] = nil
+		}
+	}
+	if r.ownNs && r.ns != nil {
+		r.ns.Close()
+	}
+}
+
+// Pin names of a pod's objects under PinDir/pods/<ID>/.
+const (
+	pinLookup     = "link_lookup"
+	pinPodEgress  = "link_pod_egress"
+	pinPodIngress = "link_pod_ingress"
+	pinHostEgress = "link_host_egress"
+	pinListeners  = "map_listeners"
+	pinStats      = "map_stats"
+)
+
+var podLinkPins = []string{pinLookup, pinPodEgress, pinPodIngress, pinHostEgress}
+
+func (m *Manager) podDir(id string) string { return filepath.Join(m.opts.PinDir, "pods", id) }
+
+// Apply makes the kernel state of pod's capture match desired. It is safe
+// to call any number of times with the same arguments (the second call
+// changes nothing), and with a changed config (programs are replaced in
+// place through their links; listeners and counters are kept). A pod whose
+// state was pinned by another process gets this process's listeners
+// swapped into its sockmap: that is the restart/upgrade takeover.
+//
+// Order matters for failing closed: the per-pod programs (inbound steering,
+// egress default deny) are attached before the pod is entered into the
+// node-wide outbound capture.
+func (m *Manager) Apply(ctx context.Context, pod PodNetns, desired Config) error {
+	if err := pod.validate(desired); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	err := m.apply(ctx, pod, desired)
+	if err != nil {
+		m.log.Error("capture apply failed", "pod", pod.ID, "err", err)
+	}
+	return err
+}
+
+func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error {
+	r := m.local[pod.ID]
+	ns, ownNs := pod.Netns, false
+	if ns == nil {
+		if r != nil {
+			ns = r.ns
+		} else {
+			f, err := os.Open(pod.NetnsPath)
+			if err != nil {
+				return fmt.Errorf("redirect: open netns of %s: %w", pod.ID, err)
+			}
+			ns, ownNs = f, true
+		}
+	}
+	fail := func(err error) error {
+		if ownNs && (r == nil || r.ns != ns) {
+			ns.Close()
+		}
+		return err
+	}
+	cookie, err := netnsCookie(ns)
+	if err != nil {
+		return fail(err)
+	}
+	prev, err := m.readState(pod.ID)
+	if err != nil {
+		return fail(err)
+	}
+	if prev != nil && prev.Cookie != cookie {
+		// Same ID, another namespace (sandbox recreated): start over.
+		m.log.Info("capture: pod netns changed, replacing state", "pod", pod.ID)
+		if err := m.remove(pod.ID); err != nil {
+			return fail(err)
+		}
+		prev, r = nil, nil
+	}
+	if r != nil && r.cookie != cookie {
+		r.close()
+		delete(m.local, pod.ID)
+		r = nil
+	}
+	dir := m.podDir(pod.ID)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(fmt.Errorf("redirect: %w", err))
+	}
+	st := &podState{Pod: pod, Config: desired, Cookie: cookie}
+	st.Pod.Netns = nil
+	if err := m.ensurePodPrograms(ns, prev, st); err != nil {
+		return fail(err)
+	}
+	if err := linkUp(ns, "lo"); err != nil {
+		return fail(err)
+	}
+	// Listeners before the outbound capture, so that a captured connect
+	// always finds one.
+	if r == nil {
+		r = &podRuntime{ns: ns, ownNs: ownNs, cookie: cookie}
+	}
+	if err := m.ensureListeners(ctx, pod.ID, r); err != nil {
+		if m.local[pod.ID] != r {
+			r.close()
+		}
+		return err
+	}
+	m.local[pod.ID] = r
+	v, err := bpf.NewPodCfg(desired.OutboundExcludePorts)
+	if err != nil {
+		return err
+	}
+	if err := m.pods.Update(cookie, &v, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("redirect: enrol netns of %s: %w", pod.ID, err)
+	}
+	return m.writeState(st)
+}
+
+// ensurePodPrograms loads and attaches (or updates in place) the per-pod
+// programs unless the pinned ones already match st.
+func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
+	dir := m.podDir(st.Pod.ID)
+	maps := map[string]*ebpf.Map{}
+	defer func() {
+		for _, mp := range maps {
+			mp.Close()
+		}
+	}()
+	for name, pin := range map[string]string{"listeners": pinListeners, "stats": pinStats} {
+		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, pin), nil)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("redirect: load pinned %s of %s: %w", name, st.Pod.ID, err)
+		}
+		maps[name] = mp
+	}
+	want := map[string]bool{pinLookup: true, pinPodEgress: true, pinPodIngress: true, pinHostEgress: st.Pod.HostInterface != ""}
+	complete := len(maps) == 2
+	for pin, w := range want {
+		_, err := os.Stat(filepath.Join(dir, pin))
+		if w != (err == nil) {
+			complete = false
+		}
+	}
+	if complete && prev != nil && prev.sameAs(st) {
+		return nil
+	}
+	// Interfaces changed: re-attach those links rather than update them.
+	if prev != nil && prev.Pod.Interface != st.Pod.Interface {
+		unpinLink(filepath.Join(dir, pinPodEgress))
+		unpinLink(filepath.Join(dir, pinPodIngress))
+	}
+	if prev != nil && prev.Pod.HostInterface != st.Pod.HostInterface || st.Pod.HostInterface == "" {
+		if err := unpinLink(filepath.Join(dir, pinHostEgress)); err != nil {
+			return err
+		}
+	}
+	p, err := bpf.LoadPod(bpf.PodConfig{
+		Own: st.Pod.Addresses, Probe: st.Config.ProbeSources,
+		InExclude: st.Config.InboundExcludePorts, OutExclude: st.Config.OutboundExcludePorts,
+		Mark: m.opts.Mark, MarkMask: m.opts.MarkMask,
+	}, maps)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	for pin, mp := range map[string]*ebpf.Map{pinListeners: p.Listeners, pinStats: p.Stats} {
+		if _, err := os.Stat(filepath.Join(dir, pin)); err == nil {
+			continue
+		}
+		if err := mp.Pin(filepath.Join(dir, pin)); err != nil {
+			return fmt.Errorf("redirect: pin %s: %w", pin, err)
+		}
+	}
+	attachLookup := func() (link.Link, error) { return link.AttachNetNs(int(ns.Fd()), p.Lookup) }
+	if err := ensureLink(filepath.Join(dir, pinLookup), p.Lookup, attachLookup); err != nil {
+		return err
+	}
+	for pin, spec := range map[string]struct {
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+	}{
+		pinPodEgress:  {p.PodEgress, ebpf.AttachTCXEgress},
+		pinPodIngress: {p.PodIngress, ebpf.AttachTCXIngress},
+	} {
+		attach := func() (l link.Link, err error) {
+			err = inNetns(ns, func() error {
+				idx, err := net.InterfaceByName(st.Pod.Interface)
+				if err != nil {
+					return fmt.Errorf("redirect: pod interface %s: %w", st.Pod.Interface, err)
+				}
+				l, err = link.AttachTCX(link.TCXOptions{Interface: idx.Index, Program: spec.prog, Attach: spec.attach})
+				return err
+			})
+			return l, err
+		}
+		if err := ensureLink(filepath.Join(dir, pin), spec.prog, attach); err != nil {
+			return err
+		}
+	}
+	if st.Pod.HostInterface != "" {
+		attach := func() (link.Link, error) {
+			idx, err := net.InterfaceByName(st.Pod.HostInterface)
+			if err != nil {
+				return nil, fmt.Errorf("redirect: host interface %s: %w", st.Pod.HostInterface, err)
+			}
+			return link.AttachTCX(link.TCXOptions{Interface: idx.Index, Program: p.HostEgress, Attach: ebpf.AttachTCXEgress})
+		}
+		if err := ensureLink(filepath.Join(dir, pinHostEgress), p.HostEgress, attach); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ensureLink updates the pinned link at pin to prog, or attaches and pins.
+func ensureLink(pin string, prog *ebpf.Program, attach func() (link.Link, error)) error {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err == nil {
+		defer l.Close()
+		if err := l.Update(prog); err != nil {
+			return fmt.Errorf("redirect: update %s: %w", filepath.Base(pin), err)
+		}
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("redirect: load %s: %w", pin, err)
+	}
+	l, err = attach()
+	if err != nil {
+		return fmt.Errorf("redirect: attach %s: %w", filepath.Base(pin), err)
+	}
+	defer l.Close()
+	if err := l.Pin(pin); err != nil {
+		l.Detach()
+		return fmt.Errorf("redirect: pin %s: %w", filepath.Base(pin), err)
+	}
+	return nil
+}
+
+// ensureListeners creates this process's listeners in the pod netns if it
+// has none, and (re)places them in the pod's sockmap. Replacing a slot is
+// atomic: a new connection finds either the old or the new listener.
+func (m *Manager) ensureListeners(ctx context.Context, id string, r *podRuntime) error {
+	sm, err := ebpf.LoadPinnedMap(filepath.Join(m.podDir(id), pinListeners), nil)
+	if err != nil {
+		return fmt.Errorf("redirect: load listeners map of %s: %w", id, err)
+	}
+	defer sm.Close()
+	for slot := range r.listeners {
+		if r.listeners[slot] == nil {
+			ln, err := listenIn(ctx, r.ns, m.opts.Mark)
+			if err != nil {
+				return err
+			}
+			r.listeners[slot] = ln
+		}
+		rc, err := r.listeners[slot].SyscallConn()
+		if err != nil {
+			return err
+		}
+		var uerr error
+		if err := rc.Control(func(fd uintptr) {
+			uerr = sm.Update(uint32(slot), uint64(fd), ebpf.UpdateAny)
+		}); err != nil {
+			return err
+		}
+		if uerr != nil {
+			return fmt.Errorf("redirect: put listener in sockmap of %s: %w", id, uerr)
+		}
+	}
+	return nil
+}
+
+func linkUp(ns *os.File, name string) error {
+	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
+	if err != nil {
+		return fmt.Errorf("redirect: netlink handle: %w", err)
+	}
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("redirect: %s: %w", name, err)
+	}
+	if l.Attrs().Flags&net.FlagUp != 0 {
+		return nil
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		return fmt.Errorf("redirect: set %s up: %w", name, err)
+	}
+	return nil
+}
+
+// Remove takes pod out of capture and leaves nothing behind: the node-wide
+// map entry, links (programs detach), pinned maps, listeners and the state
+// file. Removing an unknown pod succeeds.
+func (m *Manager) Remove(_ context.Context, pod PodNetns) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.remove(pod.ID)
+}
+
+func (m *Manager) remove(id string) error {
+	if !idRE.MatchString(id) || id == "." || id == ".." {
+		return fmt.Errorf("%w: pod ID %q", ErrInvalid, id)
+	}
+	var errs []error
+	st, err := m.readState(id)
+	errs = append(errs, err)
+	r := m.local[id]
+	for _, c := range []uint64{stCookie(st), rCookie(r)} {
+		if c != 0 {
+			if err := m.pods.Delete(c); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if r != nil {
+		r.close()
+		delete(m.local, id)
+	}
+	dir := m.podDir(id)
+	for _, pin := range podLinkPins {
+		errs = append(errs, unpinLink(filepath.Join(dir, pin)))
+	}
+	for _, pin := range []string{pinListeners, pinStats} {
+		if err := os.Remove(filepath.Join(dir, pin)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	if err := os.Remove(m.statePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func stCookie(s *podState) uint64 {
+	if s == nil {
+		return 0
+	}
+	return s.Cookie
+}
+
+func rCookie(r *podRuntime) uint64 {
+	if r == nil {
+		return 0
+	}
+	return r.cookie
+}
+
+// Listeners returns this process's listeners in an enrolled pod.
+func (m *Manager) Listeners(id string) (Listeners, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.local[id]
+	if r == nil {
+		return Listeners{}, fmt.Errorf("%w: %s", ErrUnknownPod, id)
+	}
+	return Listeners{Outbound: r.listeners[bpf.SlotOutbound], Inbound: r.listeners[bpf.SlotInbound], HBONE: r.listeners[bpf.SlotHBONE]}, nil
+}
+
+// Dial connects from inside the pod's netns with ambit's marked socket,
+// which capture never redirects (the tunnel's server dialing the app, its
+// client dialing a peer's 15008).
+func (m *Manager) Dial(ctx context.Context, id, network, address string) (net.Conn, error) {
+	m.mu.Lock()
+	r := m.local[id]
+	var ns *os.File
+	if r != nil {
+		ns = r.ns
+	}
+	m.mu.Unlock()
+	if ns == nil {
+		return nil, fmt.Errorf("%w: %s", ErrUnknownPod, id)
+	}
+	return dialIn(ctx, ns, m.opts.Mark, network, address)
+}
+
+// Recover re-applies every pod recorded in the state directory (after a
+// daemon restart): programs are checked, this process's listeners are
+// swapped in. A pod whose netns is gone is removed. It returns the pods it
+// recovered.
+func (m *Manager) Recover(ctx context.Context) ([]PodNetns, error) {
+	ids, err := m.stateIDs()
+	if err != nil {
+		return nil, err
+	}
+	var out []PodNetns
+	var errs []error
+	for _, id := range ids {
+		st, err := m.readState(id)
+		if err != nil || st == nil {
+			errs = append(errs, err)
+			continue
+		}
+		if _, err := os.Stat(st.Pod.NetnsPath); err != nil {
+			m.log.Info("capture: pod netns gone, removing", "pod", id)
+			errs = append(errs, m.Remove(ctx, st.Pod))
+			continue
+		}
+		if err := m.Apply(ctx, st.Pod, st.Config); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, st.Pod)
+	}
+	slices.SortFunc(out, func(a, b PodNetns) int { return cmpString(a.ID, b.ID) })
+	return out, errors.Join(errs...)
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

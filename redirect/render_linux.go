@@ -1,0 +1,207 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/ambit-mesh/ambit/bpf"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// State renders the capture's kernel state as text, read back from the
+// kernel rather than from memory: node-wide programs (and whether the
+// kernel lists them as attached), enrolled namespaces, and per pod its
+// links, interfaces, listeners and config. Deterministic (no cookies, IDs
+// or ifindexes), for golden tests and the admin endpoint.
+func (m *Manager) State() (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var b strings.Builder
+	cg, err := os.Open(m.opts.CgroupPath)
+	if err != nil {
+		return "", fmt.Errorf("redirect: %w", err)
+	}
+	defer cg.Close()
+	b.WriteString("global\n")
+	for _, g := range globalLinks {
+		fmt.Fprintf(&b, "  %s %s\n", g.name, linkStatus(m.globalPin(g.name), int(cg.Fd()), g.attach))
+	}
+	ids, err := m.stateIDs()
+	if err != nil {
+		return "", err
+	}
+	cookies := map[uint64]string{}
+	states := map[string]*podState{}
+	for _, id := range ids {
+		st, err := m.readState(id)
+		if err != nil {
+			return "", err
+		}
+		if st != nil {
+			states[id] = st
+			cookies[st.Cookie] = id
+		}
+	}
+	var enrolled []string
+	var k uint64
+	var v bpf.PodCfg
+	it := m.pods.Iterate()
+	for it.Next(&k, &v) {
+		name, ok := cookies[k]
+		if !ok {
+			name = "unknown-netns"
+		}
+		enrolled = append(enrolled, fmt.Sprintf("%s out_exclude=%v", name, trimZero(v.OutExclude[:])))
+	}
+	if err := it.Err(); err != nil {
+		return "", fmt.Errorf("redirect: iterate pods: %w", err)
+	}
+	slices.Sort(enrolled)
+	for _, e := range enrolled {
+		fmt.Fprintf(&b, "  enrolled %s\n", e)
+	}
+	for _, id := range ids {
+		m.renderPod(&b, id, states[id])
+	}
+	return b.String(), nil
+}
+
+func (m *Manager) renderPod(b *strings.Builder, id string, st *podState) {
+	fmt.Fprintf(b, "pod %s\n", id)
+	if st == nil {
+		b.WriteString("  state file missing\n")
+	} else {
+		fmt.Fprintf(b, "  interface %s host %q addresses %v\n", st.Pod.Interface, st.Pod.HostInterface, st.Pod.Addresses)
+		fmt.Fprintf(b, "  config probe %v in_exclude %v out_exclude %v\n", st.Config.ProbeSources, st.Config.InboundExcludePorts, st.Config.OutboundExcludePorts)
+	}
+	dir := m.podDir(id)
+	r := m.local[id]
+	var ns *os.File
+	if r != nil {
+		ns = r.ns
+	} else if st != nil {
+		if f, err := os.Open(st.Pod.NetnsPath); err == nil {
+			defer f.Close()
+			ns = f
+		}
+	}
+	if ns == nil {
+		b.WriteString("  netns unavailable\n")
+	} else {
+		fmt.Fprintf(b, "  link lookup %s\n", linkStatus(filepath.Join(dir, pinLookup), int(ns.Fd()), ebpf.AttachSkLookup))
+		for _, l := range []struct {
+			pin    string
+			attach ebpf.AttachType
+		}{{pinPodEgress, ebpf.AttachTCXEgress}, {pinPodIngress, ebpf.AttachTCXIngress}} {
+			var s string
+			if st == nil {
+				s = "unknown interface"
+			} else {
+				inNetns(ns, func() error {
+					s = tcxStatus(filepath.Join(dir, l.pin), st.Pod.Interface, l.attach)
+					return nil
+				})
+			}
+			fmt.Fprintf(b, "  link %s %s\n", strings.TrimPrefix(l.pin, "link_"), s)
+		}
+		if st != nil && st.Pod.HostInterface != "" {
+			fmt.Fprintf(b, "  link host_egress %s\n", tcxStatus(filepath.Join(dir, pinHostEgress), st.Pod.HostInterface, ebpf.AttachTCXEgress))
+		} else if _, err := os.Stat(filepath.Join(dir, pinHostEgress)); err == nil {
+			b.WriteString("  link host_egress pinned but not wanted\n")
+		}
+	}
+	sm, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinListeners), nil)
+	if err != nil {
+		fmt.Fprintf(b, "  listeners map %s\n", errText(err))
+	} else {
+		defer sm.Close()
+		for slot, name := range []string{"outbound", "inbound", "hbone"} {
+			var cookie uint64
+			s := "empty"
+			if err := sm.Lookup(uint32(slot), &cookie); err == nil {
+				s = "other-process"
+				if r != nil && r.listeners[slot] != nil {
+					if own, err := sockopt(r.listeners[slot], unix.SO_COOKIE); err == nil && own == cookie {
+						s = "this-process"
+					}
+				}
+			}
+			fmt.Fprintf(b, "  listener %s %s\n", name, s)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, pinStats)); err != nil {
+		fmt.Fprintf(b, "  stats map %s\n", errText(err))
+	}
+}
+
+// linkStatus loads a pinned link and asks the kernel whether its program
+// is attached to target.
+func linkStatus(pin string, target int, attach ebpf.AttachType) string {
+	l, err := link.LoadPinnedLink(pin, nil)
+	if err != nil {
+		return "pin " + errText(err)
+	}
+	defer l.Close()
+	info, err := l.Info()
+	if err != nil {
+		return "info " + errText(err)
+	}
+	q, err := link.QueryPrograms(link.QueryOptions{Target: target, Attach: attach})
+	if err != nil {
+		return "query " + errText(err)
+	}
+	for _, p := range q.Programs {
+		if p.ID == info.Program {
+			return "attached " + attachName(attach)
+		}
+	}
+	return "pinned but NOT attached"
+}
+
+func tcxStatus(pin, ifname string, attach ebpf.AttachType) string {
+	idx, err := net.InterfaceByName(ifname)
+	if err != nil {
+		if _, serr := os.Stat(pin); serr == nil {
+			return "pinned, interface " + ifname + " missing"
+		}
+		return "interface " + ifname + " missing"
+	}
+	return linkStatus(pin, idx.Index, attach) + " on " + ifname
+}
+
+func attachName(a ebpf.AttachType) string {
+	switch a {
+	case ebpf.AttachTCXEgress:
+		return "tcx_egress"
+	case ebpf.AttachTCXIngress:
+		return "tcx_ingress"
+	case ebpf.AttachSkLookup:
+		return "sk_lookup"
+	}
+	return strings.ToLower(a.String())
+}
+
+func errText(err error) string {
+	if errors.Is(err, fs.ErrNotExist) {
+		return "missing"
+	}
+	return "error: " + err.Error()
+}
+
+func trimZero(p []uint16) []uint16 {
+	var out []uint16
+	for _, v := range p {
+		if v != 0 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
