@@ -1,0 +1,36 @@
+// Package ca is ambit's built-in certificate authority (`ambit ca`) and its
+// client.
+//
+// The server signs a workload certificate only for the node daemon of the
+// node where that workload runs. Each POST /v1/sign (wire format in
+// wire.go) goes through, in order: a bearer token, authenticated by an
+// injected Authenticator (TokenReview in node/kubeca); the caller's service
+// account must be the configured ambit node account and the token must be
+// bound to a node; a per-node token bucket; the requested SPIFFE ID must be
+// a workload identity (/ns/<ns>/sa/<sa>) of the CA's trust domain; the CSR
+// must pass CheckCSR (bounded size, valid signature, exactly one URI SAN
+// equal to the requested ID, no other SANs, ECDSA P-256 or RSA >= 2048, no
+// CA request); and an injected PodLocator must know a Pending or Running pod
+// of that namespace and service account on the caller's node. Any failure
+// is answered with a Reason (status, JSON body), counted, and logged in one
+// "ca: denied" line; nothing is signed. Each issuance is logged in one
+// "ca: issued" line with identity, node, serial and expiry.
+//
+// The Issuer signs with an intermediate from the operator's PKI (files:
+// chain and key) or, for development only, a self-generated root. Leaves
+// carry only the URI SAN, a random 128-bit serial, NotBefore back-dated for
+// clock skew, key usage digitalSignature and EKU server+client auth; they
+// are never CAs and never outlive the signing certificate. The chain sent
+// back is leaf + intermediates, never a self-signed root: the node
+// verifies against its own trust bundle.
+//
+// The CA's TLS serving certificate is minted by the Issuer itself for a
+// SPIFFE ID (ServingTLS), so the node's Client verifies the CA against the
+// same trust bundle as every workload certificate, and root rotation needs
+// no second trust path; a CA fronted by a web-PKI certificate can be
+// verified with ClientConfig.RootCAs instead. The Client re-reads the
+// projected token file on every request (the kubelet rotates it).
+//
+// The package imports no Kubernetes code: the cluster-facing Authenticator
+// and PodLocator live in node/kubeca.
+package ca
