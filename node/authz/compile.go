@@ -1,0 +1,368 @@
+package authz
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/ambit-mesh/ambit/node/apis/security/v1alpha1"
+)
+
+// cPolicy is a compiled AuthorizationPolicy.
+type cPolicy struct {
+	key      string // namespace/name
+	ns       string
+	action   v1alpha1.Action // ALLOW, DENY or AUDIT
+	selector map[string]string
+	applies  bool // false: attached by targetRef, applies to no workload
+	rules    []*cRule
+	ord      int // position in (namespace, name) order: ties in Decide go to the lowest
+}
+
+// cRule is a compiled rule: at least one from, at least one to, every when.
+// A nil list does not constrain.
+type cRule struct {
+	from []cSource
+	to   []cOperation
+	when []cCondition
+
+	// Index keys (see index.go): a request can only match this rule if its
+	// principal is in principalKeys, else its namespace in nsKeys, else its
+	// port in portKeys. At most one family is set.
+	principalKeys []string
+	nsKeys        []string
+	portKeys      []uint16
+}
+
+// cSource: every non-nil field must hold.
+type cSource struct {
+	principals, notPrincipals []pattern
+	namespaces, notNamespaces []pattern
+	sas, notSAs               []serviceAccount
+	ips, notIPs               []netip.Prefix
+}
+
+type cOperation struct {
+	ports, notPorts []uint16
+}
+
+type condKey uint8
+
+const (
+	condSourceIP condKey = iota
+	condSourceNamespace
+	condSourcePrincipal
+	condDestinationIP
+	condDestinationPort
+)
+
+var condKeys = map[string]condKey{
+	"source.ip":        condSourceIP,
+	"source.namespace": condSourceNamespace,
+	"source.principal": condSourcePrincipal,
+	"destination.ip":   condDestinationIP,
+	"destination.port": condDestinationPort,
+}
+
+type cCondition struct {
+	key                 condKey
+	strs, notStrs       []pattern
+	ips, notIPs         []netip.Prefix
+	ports, notPorts     []uint16
+	hasValues, hasNotVs bool
+}
+
+// ruleCompiler compiles one rule. In ALLOW and AUDIT policies anything that
+// cannot be enforced drops the whole rule (it can then never match: the
+// policy can only allow less). In DENY policies it removes just that field
+// or condition, so the rule matches more connections than written (it can
+// only deny more). Either way it is recorded as an issue.
+type ruleCompiler struct {
+	policyNS string
+	reduce   bool // DENY: reduce to the enforceable part
+	issues   []string
+	warnings []string
+}
+
+func (c *ruleCompiler) issue(path, format string, args ...any) {
+	c.issues = append(c.issues, path+": "+fmt.Sprintf(format, args...))
+}
+
+func (c *ruleCompiler) l7(path string, values []string) {
+	if len(values) > 0 {
+		c.issue(path, "L7 field, not enforceable at L4")
+	}
+}
+
+func (c *ruleCompiler) patterns(path string, values []string) []pattern {
+	var out []pattern
+	for i, v := range values {
+		p, err := parsePattern(v)
+		if err != nil {
+			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *ruleCompiler) principals(path string, values []string) []pattern {
+	for i, v := range values {
+		if strings.HasPrefix(v, "spiffe://") {
+			c.warnings = append(c.warnings, fmt.Sprintf("%s[%d]: %q never matches: principals are written without \"spiffe://\"", path, i, v))
+		}
+	}
+	return c.patterns(path, values)
+}
+
+func (c *ruleCompiler) ipBlocks(path string, values []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, v := range values {
+		p, err := parseIPBlock(v)
+		if err != nil {
+			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *ruleCompiler) ports(path string, values []string) []uint16 {
+	var out []uint16
+	for i, v := range values {
+		p, err := parsePort(v)
+		if err != nil {
+			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			return nil
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (c *ruleCompiler) serviceAccounts(path string, values []string) []serviceAccount {
+	var out []serviceAccount
+	for i, v := range values {
+		sa, err := parseServiceAccount(v, c.policyNS)
+		if err != nil {
+			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			return nil
+		}
+		out = append(out, sa)
+	}
+	return out
+}
+
+func (c *ruleCompiler) source(path string, s *v1alpha1.Source) cSource {
+	if s == nil {
+		return cSource{}
+	}
+	c.l7(path+".requestPrincipals", s.RequestPrincipals)
+	c.l7(path+".notRequestPrincipals", s.NotRequestPrincipals)
+	c.l7(path+".remoteIpBlocks", s.RemoteIPBlocks)
+	c.l7(path+".notRemoteIpBlocks", s.NotRemoteIPBlocks)
+	return cSource{
+		principals:    c.principals(path+".principals", s.Principals),
+		notPrincipals: c.principals(path+".notPrincipals", s.NotPrincipals),
+		namespaces:    c.patterns(path+".namespaces", s.Namespaces),
+		notNamespaces: c.patterns(path+".notNamespaces", s.NotNamespaces),
+		sas:           c.serviceAccounts(path+".serviceAccounts", s.ServiceAccounts),
+		notSAs:        c.serviceAccounts(path+".notServiceAccounts", s.NotServiceAccounts),
+		ips:           c.ipBlocks(path+".ipBlocks", s.IPBlocks),
+		notIPs:        c.ipBlocks(path+".notIpBlocks", s.NotIPBlocks),
+	}
+}
+
+func (c *ruleCompiler) operation(path string, o *v1alpha1.Operation) cOperation {
+	if o == nil {
+		return cOperation{}
+	}
+	c.l7(path+".hosts", o.Hosts)
+	c.l7(path+".notHosts", o.NotHosts)
+	c.l7(path+".methods", o.Methods)
+	c.l7(path+".notMethods", o.NotMethods)
+	c.l7(path+".paths", o.Paths)
+	c.l7(path+".notPaths", o.NotPaths)
+	return cOperation{
+		ports:    c.ports(path+".ports", o.Ports),
+		notPorts: c.ports(path+".notPorts", o.NotPorts),
+	}
+}
+
+// condition returns ok=false when the condition cannot be enforced at all
+// (unknown or L7 key, no values); it is then left out of the rule.
+func (c *ruleCompiler) condition(path string, w v1alpha1.Condition) (cCondition, bool) {
+	key, known := condKeys[w.Key]
+	if !known {
+		c.issue(path, "condition key %q is L7 or unsupported, not enforceable at L4", w.Key)
+		return cCondition{}, false
+	}
+	if len(w.Values) == 0 && len(w.NotValues) == 0 {
+		c.issue(path, "condition %q has neither values nor notValues", w.Key)
+		return cCondition{}, false
+	}
+	cc := cCondition{key: key}
+	before := len(c.issues)
+	switch key {
+	case condSourceIP, condDestinationIP:
+		cc.ips = c.ipBlocks(path+".values", w.Values)
+		cc.notIPs = c.ipBlocks(path+".notValues", w.NotValues)
+	case condDestinationPort:
+		cc.ports = c.ports(path+".values", w.Values)
+		cc.notPorts = c.ports(path+".notValues", w.NotValues)
+	case condSourcePrincipal:
+		cc.strs = c.principals(path+".values", w.Values)
+		cc.notStrs = c.principals(path+".notValues", w.NotValues)
+	default:
+		cc.strs = c.patterns(path+".values", w.Values)
+		cc.notStrs = c.patterns(path+".notValues", w.NotValues)
+	}
+	if len(c.issues) != before {
+		return cCondition{}, false // a bad value: the condition goes as a whole
+	}
+	cc.hasValues, cc.hasNotVs = len(w.Values) > 0, len(w.NotValues) > 0
+	return cc, true
+}
+
+// compileRule returns nil when the rule is dropped.
+func (c *ruleCompiler) rule(path string, r *v1alpha1.Rule) *cRule {
+	before := len(c.issues)
+	out := &cRule{}
+	for i := range r.From {
+		out.from = append(out.from, c.source(fmt.Sprintf("%s.from[%d].source", path, i), r.From[i].Source))
+	}
+	for i := range r.To {
+		out.to = append(out.to, c.operation(fmt.Sprintf("%s.to[%d].operation", path, i), r.To[i].Operation))
+	}
+	for i := range r.When {
+		if cc, ok := c.condition(fmt.Sprintf("%s.when[%d]", path, i), r.When[i]); ok {
+			out.when = append(out.when, cc)
+		}
+	}
+	if len(c.issues) == before {
+		out.setIndexKeys()
+		return out
+	}
+	found := strings.Join(c.issues[before:], "; ")
+	c.issues = c.issues[:before]
+	if c.reduce {
+		c.issues = append(c.issues, fmt.Sprintf("%s: enforced without the parts that cannot be (the DENY rule matches more, never less): %s", path, found))
+		out.setIndexKeys()
+		return out
+	}
+	c.issues = append(c.issues, fmt.Sprintf("%s: rule dropped, it never matches: %s", path, found))
+	return nil
+}
+
+// setIndexKeys picks the index family (see index.go).
+func (r *cRule) setIndexKeys() {
+	if keys, ok := r.exactKeys(func(s *cSource) ([]string, bool) { return exactValues(s.principals) }); ok {
+		r.principalKeys = keys
+		return
+	}
+	if keys, ok := r.exactKeys(func(s *cSource) ([]string, bool) {
+		if ns, ok := exactValues(s.namespaces); ok {
+			return ns, true
+		}
+		if len(s.sas) == 0 {
+			return nil, false
+		}
+		ns := make([]string, len(s.sas))
+		for i, sa := range s.sas {
+			ns[i] = sa.ns
+		}
+		return ns, true
+	}); ok {
+		r.nsKeys = keys
+		return
+	}
+	if len(r.to) == 0 {
+		return
+	}
+	var ports []uint16
+	for _, o := range r.to {
+		if len(o.ports) == 0 {
+			return
+		}
+		ports = append(ports, o.ports...)
+	}
+	slices.Sort(ports)
+	r.portKeys = slices.Compact(ports)
+}
+
+// exactKeys returns the union over the rule's sources of keys(source) when
+// every source constrains that attribute to exact values.
+func (r *cRule) exactKeys(keys func(*cSource) ([]string, bool)) ([]string, bool) {
+	if len(r.from) == 0 {
+		return nil, false
+	}
+	var out []string
+	for i := range r.from {
+		k, ok := keys(&r.from[i])
+		if !ok {
+			return nil, false
+		}
+		out = append(out, k...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), true
+}
+
+func exactValues(ps []pattern) ([]string, bool) {
+	if len(ps) == 0 {
+		return nil, false
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if p.kind != matchExact {
+			return nil, false
+		}
+		out[i] = p.s
+	}
+	return out, true
+}
+
+// compileAuthorizationPolicy compiles one policy. It never fails: what cannot
+// be enforced is handled in the direction that never widens access, and
+// reported.
+func compileAuthorizationPolicy(p *v1alpha1.AuthorizationPolicy) (*cPolicy, PolicyReport) {
+	rep := PolicyReport{
+		Kind: "AuthorizationPolicy", Namespace: p.Namespace, Name: p.Name,
+		Generation: p.Generation, Accepted: true, Reason: ReasonAccepted,
+	}
+	cp := &cPolicy{key: p.Namespace + "/" + p.Name, ns: p.Namespace, applies: true}
+	switch p.Spec.Action {
+	case "", v1alpha1.ActionAllow:
+		cp.action = v1alpha1.ActionAllow
+	case v1alpha1.ActionDeny, v1alpha1.ActionAudit:
+		cp.action = p.Spec.Action
+	default:
+		// CUSTOM (external authorization) or garbage: ambit cannot ask an
+		// external authorizer, so the rules deny (fail closed).
+		cp.action = v1alpha1.ActionDeny
+		rep.Accepted = false
+		rep.Reason = ReasonUnsupportedAction
+		rep.Message = fmt.Sprintf("action %q is not supported; its rules are enforced as DENY (fail closed)", p.Spec.Action)
+	}
+	if p.Spec.TargetRef != nil || len(p.Spec.TargetRefs) > 0 {
+		cp.applies = false
+		rep.Accepted = false
+		rep.Reason = ReasonTargetRefUnsupported
+		rep.Message = "targetRef/targetRefs attach a policy to a gateway or waypoint; ambit enforces only workload policies, so this one applies to no pod"
+	}
+	if p.Spec.Selector != nil && len(p.Spec.Selector.MatchLabels) > 0 {
+		cp.selector = maps.Clone(p.Spec.Selector.MatchLabels)
+	}
+	c := ruleCompiler{policyNS: p.Namespace, reduce: cp.action == v1alpha1.ActionDeny}
+	for i := range p.Spec.Rules {
+		if r := c.rule(fmt.Sprintf("rules[%d]", i), &p.Spec.Rules[i]); r != nil {
+			cp.rules = append(cp.rules, r)
+		}
+	}
+	rep.Issues, rep.Warnings = c.issues, c.warnings
+	return cp, rep
+}
