@@ -50,7 +50,7 @@ func Splice(ctx context.Context, a, b net.Conn, set Settings) (aToB, bToA int64,
 	if err == nil {
 		err = baErr
 	}
-	if err == nil && ctx.Err() != nil {
+	if ctx.Err() != nil {
 		err = ctx.Err()
 	}
 	return aToB, bToA, err

@@ -1,0 +1,218 @@
+package tunnel
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// rawClient speaks HTTP/2 by hand to the server, to send requests the
+// Client never would.
+type rawClient struct {
+	t    *testing.T
+	tc   *tls.Conn
+	fr   *http2.Framer
+	enc  *hpack.Encoder
+	hbuf bytes.Buffer
+	next uint32
+}
+
+func newRawClient(t *testing.T, e *env, settings ...http2.Setting) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", e.tunnel.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(c, clientTLS(e.cliSVIDs, e.bundles, srcID, []spiffeid.ID{dstID}, Settings{}))
+	if err := tc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	r := &rawClient{t: t, tc: tc, fr: http2.NewFramer(tc, tc), next: 1}
+	r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	r.enc = hpack.NewEncoder(&r.hbuf)
+	if _, err := io.WriteString(tc, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.fr.WriteSettings(settings...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	return r
+}
+
+// request sends a header block and returns its stream ID.
+func (r *rawClient) request(fields ...string) uint32 {
+	r.t.Helper()
+	r.hbuf.Reset()
+	for i := 0; i < len(fields); i += 2 {
+		_ = r.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	id := r.next
+	r.next += 2
+	if err := r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true}); err != nil {
+		r.t.Fatal(err)
+	}
+	return id
+}
+
+// status reads frames until the response on stream id; it returns the
+// status, or -1 for RST_STREAM, or -2 when the connection ends.
+func (r *rawClient) status(id uint32) int {
+	r.t.Helper()
+	_ = r.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return -2
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = r.fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id {
+				n, _ := strconv.Atoi(f.PseudoValue("status"))
+				return n
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return -1
+			}
+		case *http2.GoAwayFrame:
+			return -2
+		}
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	app := e.app.String()
+	big := string(bytes.Repeat([]byte("a"), 5<<10))
+	cases := []struct {
+		name   string
+		fields []string
+		want   int
+	}{
+		{"GET", []string{":method", "GET", ":scheme", "https", ":authority", app, ":path", "/"}, 400},
+		{"POST without path", []string{":method", "POST", ":authority", app}, 400},
+		{"CONNECT with path", []string{":method", "CONNECT", ":authority", app, ":path", "/"}, 400},
+		{"CONNECT with scheme", []string{":method", "CONNECT", ":scheme", "https", ":authority", app}, 400},
+		{"extended CONNECT", []string{":method", "CONNECT", ":protocol", "websocket", ":scheme", "https", ":path", "/", ":authority", app}, 400},
+		{"missing authority", []string{":method", "CONNECT"}, 400},
+		{"host name authority", []string{":method", "CONNECT", ":authority", "backend.shop:8080"}, 400},
+		{"no port", []string{":method", "CONNECT", ":authority", "127.0.0.1"}, 400},
+		{"unbracketed IPv6", []string{":method", "CONNECT", ":authority", "::1:80"}, 400},
+		{"foreign authority", []string{":method", "CONNECT", ":authority", "10.9.9.9:80"}, 400},
+		{"port zero", []string{":method", "CONNECT", ":authority", "127.0.0.1:0"}, 400},
+		{"oversize header list", []string{":method", "CONNECT", ":authority", app, "x-a", big, "x-b", big, "x-c", big, "x-d", big}, 400},
+		{"invalid header name", []string{":method", "CONNECT", ":authority", app, "Bad Name", "x"}, -1},
+	}
+	rc := newRawClient(t, e)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rc.t = t
+			id := rc.request(tc.fields...)
+			got := rc.status(id)
+			if got != tc.want {
+				t.Fatalf("status %d, want %d", got, tc.want)
+			}
+		})
+	}
+	if n := e.upDials.Load(); n != 0 {
+		t.Fatalf("destination dialed %d times for bad requests", n)
+	}
+	if st := e.srv.Stats(); st.BadRequests != int64(len(cases)) || st.TunnelsAccepted != 1 {
+		t.Fatalf("BadRequests = %d, want %d (stats %+v)", st.BadRequests, len(cases), st)
+	}
+	// The connection still serves a good request afterwards.
+	rc.t = t
+	if got := rc.status(rc.request(":method", "CONNECT", ":authority", app)); got != 200 {
+		t.Fatalf("good request after bad ones: %d", got)
+	}
+}
+
+func TestDenied(t *testing.T) {
+	e := newEnv(t, envOpt{authz: AuthorizerFunc(func(context.Context, AuthzRequest) Decision {
+		return Decision{Allow: false, Reason: "no policy", Policy: "deny-all"}
+	})})
+	err := dialErr(t, e, e.req())
+	if !errors.Is(err, ErrDenied) {
+		t.Fatalf("got %v, want ErrDenied", err)
+	}
+	if e.upDials.Load() != 0 {
+		t.Fatal("destination dialed")
+	}
+	if e.srv.Stats().Denied != 1 || e.cli.Stats().Denied != 1 {
+		t.Fatalf("denied counters: server %d client %d", e.srv.Stats().Denied, e.cli.Stats().Denied)
+	}
+	ci := <-e.ended
+	if ci.Outcome != OutcomeDenied || ci.Policy != "deny-all" || !errors.Is(ci.Err, ErrDenied) {
+		t.Fatalf("ConnInfo %+v", ci)
+	}
+	// A denial costs the stream, not the tunnel.
+	if e.cli.Conns() != 1 {
+		t.Fatalf("pool has %d connections", e.cli.Conns())
+	}
+}
+
+func TestUpstreamRefused(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().(*net.TCPAddr).AddrPort()
+	ln.Close()
+	r := e.req()
+	r.Destination = closedPort
+	err = dialErr(t, e, r)
+	if !errors.Is(err, ErrUpstream) {
+		t.Fatalf("got %v, want ErrUpstream", err)
+	}
+	if e.srv.Stats().UpstreamFailures != 1 {
+		t.Fatal("UpstreamFailures not counted")
+	}
+	if ci := <-e.ended; ci.Outcome != OutcomeUpstreamRefused {
+		t.Fatalf("outcome %q", ci.Outcome)
+	}
+}
+
+func TestForwardedHeadersAreData(t *testing.T) {
+	var seen AuthzRequest
+	e := newEnv(t, envOpt{authz: AuthorizerFunc(func(_ context.Context, r AuthzRequest) Decision {
+		seen = r
+		return Decision{Allow: true}
+	})})
+	rc := newRawClient(t, e)
+	id := rc.request(":method", "CONNECT", ":authority", e.app.String(),
+		"forwarded", `for="10.1.2.3:5555";host=svc.shop`, "baggage", "k8s.namespace.name=shop,bad key=x",
+		"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	if got := rc.status(id); got != 200 {
+		t.Fatalf("status %d", got)
+	}
+	rc.tc.Close()
+	ci := <-e.ended
+	if seen.SourceAddr.Addr() != e.loop || seen.Source != srcID {
+		t.Fatalf("authorizer believed a header: %+v", seen)
+	}
+	if ci.Forwarded.For.String() != "10.1.2.3:5555" || ci.Forwarded.Host != "svc.shop" {
+		t.Errorf("forwarded %+v", ci.Forwarded)
+	}
+	if len(ci.Baggage) != 1 || ci.Baggage.Get("k8s.namespace.name") != "shop" {
+		t.Errorf("baggage %+v", ci.Baggage)
+	}
+	if ci.TraceParent.String() != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" {
+		t.Errorf("traceparent %v", ci.TraceParent)
+	}
+}
