@@ -1,0 +1,185 @@
+// Command echo is the test application of ambit's end-to-end scenarios. One
+// static binary, two modes:
+//
+//	echo server -listen :8080 [-name NAME]
+//	    Accepts TCP connections; every line received is answered with one line
+//	        <name> peer=<client address> local=<server address> got=<line>
+//	    and logged to stdout as
+//	        conn peer=<client address> got=<line>
+//	    so a test sees which address (which pod, or the node daemon) really
+//	    connected. NAME defaults to $POD_NAME, then the hostname.
+//
+//	echo client -target HOST:PORT -marker TEXT [-count N] [-interval D] [-timeout D]
+//	    Opens a new connection per attempt, sends TEXT, reads the answer and
+//	    prints "ok <answer>" or "fail <error>"; after N attempts (0: forever)
+//	    prints "done ok=<n> fail=<m>" and exits 1 if any attempt failed.
+//
+// The marker lets a wire capture prove that plaintext never crossed the
+// network; the server's answer lets a test check the peer address.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: echo server|client [flags]")
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = serverMain(ctx, os.Args[2:])
+	case "client":
+		err = clientMain(ctx, os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown mode %q (want server or client)", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "echo:", err)
+		os.Exit(1)
+	}
+}
+
+func serverMain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	listen := fs.String("listen", ":8080", "TCP address to listen on")
+	name := fs.String("name", "", "name in answers (default $POD_NAME, then the hostname)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *name == "" {
+		*name = os.Getenv("POD_NAME")
+	}
+	if *name == "" {
+		*name, _ = os.Hostname()
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("listening %s name=%s\n", ln.Addr(), *name)
+	return serve(ctx, ln, *name, os.Stdout)
+}
+
+// serve answers connections on ln until ctx ends.
+func serve(ctx context.Context, ln net.Listener, name string, log io.Writer) error {
+	var logMu sync.Mutex
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
+			r := bufio.NewReader(conn)
+			for {
+				line, err := r.ReadString('\n')
+				line = strings.TrimRight(line, "\r\n")
+				if line != "" {
+					peer, local := conn.RemoteAddr(), conn.LocalAddr()
+					logMu.Lock()
+					fmt.Fprintf(log, "conn peer=%s got=%s\n", peer, line)
+					logMu.Unlock()
+					if _, werr := fmt.Fprintf(conn, "%s peer=%s local=%s got=%s\n", name, peer, local, line); werr != nil {
+						return
+					}
+				}
+				if err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+func clientMain(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("client", flag.ContinueOnError)
+	target := fs.String("target", "", "HOST:PORT to connect to (required)")
+	marker := fs.String("marker", "", "text to send (required)")
+	count := fs.Int("count", 1, "attempts; 0 means until terminated")
+	interval := fs.Duration("interval", time.Second, "pause between attempts")
+	timeout := fs.Duration("timeout", 5*time.Second, "per-attempt timeout")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *target == "" || *marker == "" {
+		return errors.New("client: -target and -marker are required")
+	}
+	ok, fail := 0, 0
+	for i := 0; *count == 0 || i < *count; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+			case <-time.After(*interval):
+			}
+		}
+		if ctx.Err() != nil {
+			break // terminated: summarise what was done
+		}
+		answer, err := probe(ctx, *target, *marker, *timeout)
+		if err != nil {
+			fail++
+			fmt.Printf("fail %v\n", err)
+			continue
+		}
+		ok++
+		fmt.Printf("ok %s\n", answer)
+	}
+	fmt.Printf("done ok=%d fail=%d\n", ok, fail)
+	if fail > 0 {
+		return fmt.Errorf("%d of %d attempts failed", fail, ok+fail)
+	}
+	return nil
+}
+
+// probe opens one connection to target, sends marker and returns the answer.
+func probe(ctx context.Context, target, marker string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if _, err := fmt.Fprintf(conn, "%s\n", marker); err != nil {
+		return "", err
+	}
+	answer, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("reading answer: %w", err)
+	}
+	return strings.TrimRight(answer, "\n"), nil
+}

@@ -1,0 +1,69 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestServerAnswersWithPeerAndMarker(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuf
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, "srv-1", &log) }()
+
+	answer, err := probe(context.Background(), ln.Addr().String(), "MARKER-42", 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(answer, "srv-1 peer=127.0.0.1:") {
+		t.Errorf("answer %q: want name and the client's address", answer)
+	}
+	if !strings.Contains(answer, "local="+ln.Addr().String()) || !strings.HasSuffix(answer, " got=MARKER-42") {
+		t.Errorf("answer %q: want local=%s and got=MARKER-42", answer, ln.Addr())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	if l := log.String(); !strings.Contains(l, "conn peer=127.0.0.1:") || !strings.Contains(l, "got=MARKER-42") {
+		t.Errorf("server log %q: want the connection logged", l)
+	}
+}
+
+func TestProbeFailsWithoutServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	if _, err := probe(context.Background(), addr, "x", time.Second); err == nil {
+		t.Fatal("probe of a closed port succeeded")
+	}
+}
