@@ -26,7 +26,7 @@ test: lint ## Lint, then every test with the race detector (run as root: privile
 
 .PHONY: bench
 bench: ## Benchmarks: direct TCP vs mTLS splice vs HBONE (BENCH_OUT=file.json for JSON).
-	$(GO) run ./tunnel/tunnelbench/cmd -out "$(BENCH_OUT)"
+	$(GO) run ./cmd/ambit-bench -out "$(BENCH_OUT)"
 
 .PHONY: demo
 demo: ## Run two HBONE endpoints on this machine and carry a connection through them.

@@ -71,7 +71,11 @@ func throughput(ctx context.Context, p Path, b *backend, streams int, d time.Dur
 			}
 		}()
 	}
-	time.Sleep(d / 10) // warm up: windows open, buffers allocated
+	// Warm up until every stream has moved data (windows open, buffers
+	// allocated), then measure.
+	rxStart := b.received.Load()
+	waitFor(func() bool { return b.received.Load()-rxStart >= int64(streams*chunk) }, 10*time.Second)
+	time.Sleep(d / 10)
 	start, cpu0, rx0 := time.Now(), cpuSeconds(), b.received.Load()
 	time.Sleep(d)
 	elapsed, cpu1, rx1 := time.Since(start), cpuSeconds(), b.received.Load()
