@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,5 +216,43 @@ func TestForwardedHeadersAreData(t *testing.T) {
 	}
 	if ci.TraceParent.String() != "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01" {
 		t.Errorf("traceparent %v", ci.TraceParent)
+	}
+}
+
+// A client that opens a stream to a destination streaming without end and
+// then stops reading: the server's writes block, and after WriteTimeout
+// the connection is dropped; reading from the destination stops at the
+// flow-control window, so memory stays bounded.
+func TestPeerStopsReading(t *testing.T) {
+	var appWrote sync.WaitGroup
+	var total atomic.Int64
+	appWrote.Add(1)
+	e := newEnv(t, envOpt{
+		settings: Settings{WriteTimeout: 300 * time.Millisecond, StreamWindow: 64 << 20, ConnWindow: 64 << 20},
+		app: func(c net.Conn) {
+			defer appWrote.Done()
+			defer c.Close()
+			buf := make([]byte, 64<<10)
+			_ = c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+			for {
+				n, err := c.Write(buf)
+				total.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+		},
+	})
+	rc := newRawClient(t, e, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+	_ = rc.fr.WriteWindowUpdate(0, 1<<31-1-65535)
+	id := rc.request(":method", "CONNECT", ":authority", e.app.String())
+	if got := rc.status(id); got != 200 {
+		t.Fatalf("status %d", got)
+	}
+	// Stop reading. The server must give up on its own.
+	waitFor(t, func() bool { return e.srv.Stats().WriteTimeouts == 1 })
+	appWrote.Wait() // the destination is released (reset), not wedged
+	if n := total.Load(); n > 256<<20 {
+		t.Fatalf("server pulled %d MiB from the destination for a peer that does not read", n>>20)
 	}
 }
