@@ -198,7 +198,9 @@ func newHBONEPath(e *env) (Path, error) {
 			in.Close()
 			return
 		}
-		splice(in, out)
+		// The daemon's own splice (pooled, idle-frugal buffers), as the
+		// node's outbound listener uses it.
+		_, _, _ = tunnel.Splice(ctx, in, out, tunnel.Settings{})
 	})
 	return p, nil
 }
