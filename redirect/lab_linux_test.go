@@ -276,3 +276,14 @@ func testManager(t testing.TB) *Manager {
 	})
 	return m
 }
+
+// dialFrom connects from inside the pod with an explicit source address.
+func dialFrom(ctx context.Context, p *testPod, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+	var c net.Conn
+	err := inNetns(p.ns, func() (err error) {
+		d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+		c, err = d.DialContext(ctx, "tcp", dst.String())
+		return err
+	})
+	return c, err
+}
