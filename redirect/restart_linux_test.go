@@ -1,0 +1,213 @@
+package redirect
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// server accepts on ln and echoes; during drain it stops once the accept
+// queue stays empty for a while.
+type server struct {
+	ln       *net.TCPListener
+	accepted atomic.Int64
+	draining atomic.Bool
+	done     chan struct{}
+	conns    sync.WaitGroup
+}
+
+func serve(ln net.Listener) *server {
+	s := &server{ln: ln.(*net.TCPListener), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			c, err := s.ln.Accept()
+			if err != nil {
+				var ne net.Error
+				if errors.As(err, &ne) && ne.Timeout() && s.draining.Load() {
+					return
+				}
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			s.accepted.Add(1)
+			if s.draining.Load() {
+				s.ln.SetDeadline(time.Now().Add(200 * time.Millisecond))
+			}
+			s.conns.Add(1)
+			go func() {
+				defer s.conns.Done()
+				defer c.Close()
+				buf := make([]byte, 512)
+				for {
+					n, err := c.Read(buf)
+					if err != nil {
+						return
+					}
+					c.Write(buf[:n])
+				}
+			}()
+		}
+	}()
+	return s
+}
+
+// drain waits until no connection arrived for 200 ms.
+func (s *server) drain() {
+	s.draining.Store(true)
+	s.ln.SetDeadline(time.Now().Add(200 * time.Millisecond))
+	<-s.done
+}
+
+// Guarantee 7: a second Manager (another daemon instance sharing only the
+// pins and state directory with the first; both in this test process)
+// recovers the enrolled pod and swaps its listeners into the pinned
+// sockmap while a client connects continuously: no connection fails; the
+// old instance drains, closes, and its live connection keeps working.
+func TestTakeoverRefusesNothing(t *testing.T) {
+	l := newLab(t)
+	b, c := l.pod("pod-b", 3), l.pod("pod-c", 4)
+	pinDir, stateDir := filepath.Join(mountBPFFS(t), "ambit"), t.TempDir()
+	ctx := ctxT(t, 60*time.Second)
+
+	m1 := newManager(t, pinDir, stateDir)
+	if err := m1.Apply(ctx, b.netns(), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	ls1, _ := m1.Listeners("pod-b")
+	s1 := serve(ls1.Inbound)
+
+	long, err := c.dial(ctx, netip.AddrPortFrom(b.v4, 8080))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	if err := roundTrip(long, "long-lived before"); err != nil {
+		t.Fatal(err)
+	}
+
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	var clients sync.WaitGroup
+	for _, ip := range []netip.Addr{b.v4, b.v6} {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				conn, err := c.dial(dctx, netip.AddrPortFrom(ip, 8080))
+				cancel()
+				if err == nil {
+					err = roundTrip(conn, "ping")
+					conn.Close()
+				}
+				if err != nil {
+					failed.Add(1)
+					t.Logf("client %v: %v", ip, err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+
+	m2 := newManager(t, pinDir, stateDir)
+	t.Cleanup(func() { m2.Uninstall(context.Background()) })
+	got, err := m2.Recover(ctx)
+	if err != nil || len(got) != 1 || got[0].ID != "pod-b" {
+		t.Fatalf("recover: %v %v", got, err)
+	}
+	ls2, _ := m2.Listeners("pod-b")
+	s2 := serve(ls2.Inbound)
+	time.Sleep(300 * time.Millisecond)
+	before := s1.accepted.Load()
+	s1.drain()
+	m1.Close()
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	clients.Wait()
+
+	if failed.Load() != 0 {
+		t.Errorf("%d of %d connections failed during the takeover", failed.Load(), failed.Load()+ok.Load())
+	}
+	if before == 0 || s2.accepted.Load() == 0 {
+		t.Errorf("old served %d, new served %d: both should have served", before, s2.accepted.Load())
+	}
+	if err := roundTrip(long, "long-lived after"); err != nil {
+		t.Errorf("live connection of the old instance: %v", err)
+	}
+	if st := state(t, m2); !strings.Contains(st, "listener inbound this-process") {
+		t.Errorf("new instance state:\n%s", st)
+	}
+	long.Close()
+	s1.conns.Wait()
+	t.Logf("%d connections, old instance %d, new instance %d", ok.Load(), s1.accepted.Load(), s2.accepted.Load())
+	m2.Close()
+	<-s2.done
+}
+
+// Guarantee 7, restart after a crash: a daemon process enrols a pod and is
+// SIGKILLed; a new Manager recovers it from the pins and state directory
+// and the pod's outbound capture works again through the new listener.
+func TestRecoverAfterKill(t *testing.T) {
+	l := newLab(t)
+	a, b := l.pod("pod-a", 2), l.pod("pod-b", 3)
+	app := b.listen(8080)
+	go serveEcho(app, nil)
+	pinDir, stateDir := filepath.Join(mountBPFFS(t), "ambit"), t.TempDir()
+	kill := startHelper(t, helperSpec{PinDir: pinDir, StateDir: stateDir, Pods: []PodNetns{a.netns()}, Configs: []Config{{}}})
+	kill()
+	ctx := ctxT(t, 20*time.Second)
+	dst := netip.AddrPortFrom(b.v4, 8080)
+	if c, err := a.dial(ctx, dst); err == nil {
+		c.Close()
+		t.Fatal("connect succeeded with the daemon dead")
+	}
+	m := newManager(t, pinDir, stateDir)
+	t.Cleanup(func() { m.Uninstall(context.Background()) })
+	if got, err := m.Recover(ctx); err != nil || len(got) != 1 {
+		t.Fatalf("recover: %v %v", got, err)
+	}
+	ls, _ := m.Listeners("pod-a")
+	accepted := make(chan netip.AddrPort, 1)
+	go func() {
+		c, err := ls.Outbound.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		d, err := m.OriginalDst(c)
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- d
+	}()
+	conn, err := a.dial(ctx, dst)
+	if err != nil {
+		t.Fatalf("after recover: %v", err)
+	}
+	defer conn.Close()
+	select {
+	case d := <-accepted:
+		if d != dst {
+			t.Errorf("original destination %v, want %v", d, dst)
+		}
+	case <-ctx.Done():
+		t.Fatal("not captured after recover")
+	}
+}
