@@ -18,7 +18,7 @@ type cPolicy struct {
 	selector map[string]string
 	applies  bool // false: attached by targetRef, applies to no workload
 	rules    []*cRule
-	ord      int // position in (namespace, name) order: ties in Decide go to the lowest
+	// A cPolicy is immutable once compiled: snapshots share it.
 }
 
 // cRule is a compiled rule: at least one from, at least one to, every when.
@@ -29,11 +29,13 @@ type cRule struct {
 	when []cCondition
 
 	// Index keys (see index.go): a request can only match this rule if its
-	// principal is in principalKeys, else its namespace in nsKeys, else its
-	// port in portKeys. At most one family is set.
+	// principal is in principalKeys, or its namespace in nsKeys, or its
+	// port in portKeys, or its source IP in one of ipKeys, whichever family
+	// is set. At most one is.
 	principalKeys []string
 	nsKeys        []string
 	portKeys      []uint16
+	ipKeys        []netip.Prefix
 }
 
 // cSource: every non-nil field must hold.
@@ -280,18 +282,37 @@ func (r *cRule) setIndexKeys() {
 		r.nsKeys = keys
 		return
 	}
-	if len(r.to) == 0 {
+	if ports, ok := r.exactPorts(); ok {
+		r.portKeys = ports
 		return
+	}
+	if len(r.from) == 0 {
+		return
+	}
+	var ips []netip.Prefix
+	for i := range r.from {
+		if len(r.from[i].ips) == 0 {
+			return
+		}
+		ips = append(ips, r.from[i].ips...)
+	}
+	slices.SortFunc(ips, func(a, b netip.Prefix) int { return a.Compare(b) })
+	r.ipKeys = slices.Compact(ips)
+}
+
+func (r *cRule) exactPorts() ([]uint16, bool) {
+	if len(r.to) == 0 {
+		return nil, false
 	}
 	var ports []uint16
 	for _, o := range r.to {
 		if len(o.ports) == 0 {
-			return
+			return nil, false
 		}
 		ports = append(ports, o.ports...)
 	}
 	slices.Sort(ports)
-	r.portKeys = slices.Compact(ports)
+	return slices.Compact(ports), true
 }
 
 // exactKeys returns the union over the rule's sources of keys(source) when

@@ -302,12 +302,24 @@ func authzCases() []decideCase {
 		{name: "root ALLOW makes every workload default-deny",
 			aps: []*v1alpha1.AuthorizationPolicy{allow(rootNS+"/only-prod", src(v1alpha1.Source{Namespaces: ss("prod")}))},
 			req: request(mtlsFrom(devWeb), pod("bar", "x-1")), reason: ReasonNoAllowMatch},
-		{name: "the lowest-ordered matching policy is reported",
+		{name: "exact-principal rules are consulted first",
 			aps: []*v1alpha1.AuthorizationPolicy{
 				allow("foo/z", src(v1alpha1.Source{Principals: ss(prodWeb)})),
 				allow("foo/a", v1alpha1.Rule{}),
 				allow("foo/m", src(v1alpha1.Source{Namespaces: ss("prod")}))},
+			req: request(mtlsFrom(prodWeb)), allow: true, reason: ReasonAllowPolicy, policy: "foo/z"},
+		{name: "IP-block rules are indexed per prefix length",
+			aps: []*v1alpha1.AuthorizationPolicy{
+				allow("foo/a", src(v1alpha1.Source{IPBlocks: ss("10.0.0.0/8", "192.168.0.0/16")})),
+				allow("foo/b", src(v1alpha1.Source{IPBlocks: ss("10.1.0.0/16"), NotIPBlocks: ss("10.1.0.5")})),
+				allow("foo/c", src(v1alpha1.Source{IPBlocks: ss("10.1.0.5/32"), Namespaces: ss("prod*")}))},
 			req: request(mtlsFrom(prodWeb)), allow: true, reason: ReasonAllowPolicy, policy: "foo/a"},
+		{name: "IP-block rules: only non-matching blocks",
+			aps: []*v1alpha1.AuthorizationPolicy{
+				allow("foo/b", src(v1alpha1.Source{IPBlocks: ss("10.1.0.0/16"), NotIPBlocks: ss("10.1.0.5")})),
+				allow("foo/c", src(v1alpha1.Source{IPBlocks: ss("10.1.0.5/32"), Namespaces: ss("dev*")})),
+				allow("foo/d", src(v1alpha1.Source{IPBlocks: ss("fd00::/8")}))},
+			req: request(mtlsFrom(prodWeb)), reason: ReasonNoAllowMatch},
 
 		// Unsupported constructs never widen access.
 		{name: "CUSTOM is enforced as DENY",

@@ -101,13 +101,13 @@ func (e *Engine) Update(aps []*v1alpha1.AuthorizationPolicy, pas []*v1alpha1.Pee
 	})
 	byNS := map[string]*nsPolicies{}
 	for i, cp := range compiled {
-		cp.ord = i
 		ns := byNS[cp.ns]
 		if ns == nil {
 			ns = &nsPolicies{}
 			byNS[cp.ns] = ns
 		}
 		ns.all = append(ns.all, cp)
+		ns.ords = append(ns.ords, int32(i))
 	}
 
 	cpas := make([]*cPeerAuth, 0, len(pas))

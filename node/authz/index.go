@@ -1,7 +1,9 @@
 package authz
 
 import (
+	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -10,60 +12,76 @@ import (
 
 // The index. A decision must cost little even with a thousand policies
 // applying to one workload, so nothing proportional to the number of
-// policies happens per connection:
+// policies happens per connection in the common case:
 //
 //  1. Which policies apply to a workload (namespace, root namespace,
-//     selectors) is computed once per workload and snapshot and cached in a
-//     view keyed by {namespace, pod name}; the labels are re-checked on every
-//     hit, so a relabelled pod gets a fresh view.
-//  2. Within a view, each action's rules are filed by the most selective
-//     exact attribute every match needs: the peer principal, else the peer
-//     namespace, else the destination port. A decision looks up the
-//     request's principal, namespace and port and evaluates only those
-//     rules plus the ones no key describes (the "rest": patterns, IP
-//     blocks, empty rules). Policies written with exact principals,
-//     namespaces, service accounts or ports, the common case, therefore
-//     cost one map lookup each, whatever their number.
+//     selectors) is computed once per snapshot and label set and cached in
+//     a view. Views are found by {namespace, pod name} (labels re-checked on
+//     every hit, so a relabelled pod gets a fresh view) and shared between
+//     pods with the same namespace and labels (the replicas of a
+//     Deployment), so an Update costs one view build per distinct label
+//     set, lazily.
+//  2. Within a view, each action's rules are filed by an attribute every
+//     match needs: the exact peer principal, else the exact peer namespace
+//     (namespaces or serviceAccounts), else the exact destination port,
+//     else the source IP block. A decision looks up the request's
+//     principal, namespace, port and the masked source address per prefix
+//     length in use, and evaluates only those rules plus the rest (prefix,
+//     suffix or presence patterns, not-only fields, empty rules), which it
+//     scans. Policies written the usual way therefore cost a few map
+//     lookups whatever their number; the scan is the worst case
+//     (BenchmarkDecide/unindexed-1000).
 
 type ruleRef struct {
-	p *cPolicy
-	r *cRule
+	p   *cPolicy
+	r   *cRule
+	ord int32 // the policy's position in the snapshot's (namespace, name) order
 }
 
 // group is one action's rules in a view.
 type group struct {
-	policies    int // policies of this action that apply (rules or not)
+	policies    int // policies of this action that apply (with rules or not)
 	byPrincipal map[string][]ruleRef
 	byNS        map[string][]ruleRef
 	byPort      map[uint16][]ruleRef
+	byIP        map[netip.Prefix][]ruleRef
+	ipBits4     []int // prefix lengths present in byIP, IPv4
+	ipBits6     []int
 	rest        []ruleRef // in policy order
 }
 
-func (g *group) add(p *cPolicy) {
+func addRef[K comparable](m *map[K][]ruleRef, k K, ref ruleRef) {
+	if *m == nil {
+		*m = map[K][]ruleRef{}
+	}
+	(*m)[k] = append((*m)[k], ref)
+}
+
+func (g *group) add(p *cPolicy, ord int32) {
 	g.policies++
 	for _, r := range p.rules {
-		ref := ruleRef{p, r}
+		ref := ruleRef{p, r, ord}
 		switch {
 		case r.principalKeys != nil:
-			if g.byPrincipal == nil {
-				g.byPrincipal = map[string][]ruleRef{}
-			}
 			for _, k := range r.principalKeys {
-				g.byPrincipal[k] = append(g.byPrincipal[k], ref)
+				addRef(&g.byPrincipal, k, ref)
 			}
 		case r.nsKeys != nil:
-			if g.byNS == nil {
-				g.byNS = map[string][]ruleRef{}
-			}
 			for _, k := range r.nsKeys {
-				g.byNS[k] = append(g.byNS[k], ref)
+				addRef(&g.byNS, k, ref)
 			}
 		case r.portKeys != nil:
-			if g.byPort == nil {
-				g.byPort = map[uint16][]ruleRef{}
-			}
 			for _, k := range r.portKeys {
-				g.byPort[k] = append(g.byPort[k], ref)
+				addRef(&g.byPort, k, ref)
+			}
+		case r.ipKeys != nil:
+			for _, k := range r.ipKeys {
+				addRef(&g.byIP, k, ref)
+				if k.Addr().Is4() {
+					g.ipBits4 = insertBits(g.ipBits4, k.Bits())
+				} else {
+					g.ipBits6 = insertBits(g.ipBits6, k.Bits())
+				}
 			}
 		default:
 			g.rest = append(g.rest, ref)
@@ -71,50 +89,69 @@ func (g *group) add(p *cPolicy) {
 	}
 }
 
-// first returns the matching policy with the lowest order, or nil.
-func (g *group) first(a *attrs) *cPolicy {
-	var best *cPolicy
-	consider := func(refs []ruleRef) {
-		for _, ref := range refs {
-			if best != nil && ref.p.ord >= best.ord {
-				continue
-			}
-			if ref.r.match(a) {
-				best = ref.p
-			}
-		}
+func insertBits(bits []int, b int) []int {
+	if i, found := slices.BinarySearch(bits, b); !found {
+		bits = slices.Insert(bits, i, b)
 	}
+	return bits
+}
+
+// first returns a matching policy, or nil. The families are consulted in a
+// fixed order (principal, namespace, port, IP block, rest), each in policy
+// order, so the answer is deterministic for a given policy set.
+func (g *group) first(a *attrs) *cPolicy {
 	if a.principal != "" && g.byPrincipal != nil {
-		consider(g.byPrincipal[a.principal])
+		if p := firstIn(g.byPrincipal[a.principal], a); p != nil {
+			return p
+		}
 	}
 	if a.ns != "" && g.byNS != nil {
-		consider(g.byNS[a.ns])
+		if p := firstIn(g.byNS[a.ns], a); p != nil {
+			return p
+		}
 	}
 	if g.byPort != nil {
-		consider(g.byPort[a.dstPort])
-	}
-	for _, ref := range g.rest {
-		if best != nil && ref.p.ord >= best.ord {
-			break // rest is in policy order
-		}
-		if ref.r.match(a) {
-			best = ref.p
-			break
+		if p := firstIn(g.byPort[a.dstPort], a); p != nil {
+			return p
 		}
 	}
-	return best
+	if g.byIP != nil && a.srcIP.IsValid() {
+		bits := g.ipBits6
+		if a.srcIP.Is4() {
+			bits = g.ipBits4
+		}
+		for _, b := range bits {
+			pfx, err := a.srcIP.Prefix(b)
+			if err != nil {
+				continue
+			}
+			if p := firstIn(g.byIP[pfx], a); p != nil {
+				return p
+			}
+		}
+	}
+	return firstIn(g.rest, a)
+}
+
+func firstIn(refs []ruleRef, a *attrs) *cPolicy {
+	for i := range refs {
+		if refs[i].r.match(a) {
+			return refs[i].p
+		}
+	}
+	return nil
 }
 
 // all returns the keys of every matching policy, in policy order.
 func (g *group) all(a *attrs) []string {
-	var hit []*cPolicy
+	var hit []ruleRef
 	consider := func(refs []ruleRef) {
 		for _, ref := range refs {
-			if containsPolicy(hit, ref.p) {
+			if slices.ContainsFunc(hit, func(h ruleRef) bool { return h.p == ref.p }) {
 				continue
 			}
 			if ref.r.match(a) {
-				hit = append(hit, ref.p)
+				hit = append(hit, ref)
 			}
 		}
 	}
@@ -126,37 +163,31 @@ func (g *group) all(a *attrs) []string {
 	}
 	if g.byPort != nil {
 		consider(g.byPort[a.dstPort])
+	}
+	if g.byIP != nil && a.srcIP.IsValid() {
+		bits := g.ipBits6
+		if a.srcIP.Is4() {
+			bits = g.ipBits4
+		}
+		for _, b := range bits {
+			if pfx, err := a.srcIP.Prefix(b); err == nil {
+				consider(g.byIP[pfx])
+			}
+		}
 	}
 	consider(g.rest)
 	if len(hit) == 0 {
 		return nil
 	}
-	sortPolicies(hit)
+	slices.SortFunc(hit, func(x, y ruleRef) int { return int(x.ord - y.ord) })
 	keys := make([]string, len(hit))
-	for i, p := range hit {
-		keys[i] = p.key
+	for i, h := range hit {
+		keys[i] = h.p.key
 	}
 	return keys
 }
 
-func containsPolicy(ps []*cPolicy, p *cPolicy) bool {
-	for _, x := range ps {
-		if x == p {
-			return true
-		}
-	}
-	return false
-}
-
-func sortPolicies(ps []*cPolicy) {
-	for i := 1; i < len(ps); i++ { // few elements: insertion sort
-		for j := i; j > 0 && ps[j].ord < ps[j-1].ord; j-- {
-			ps[j], ps[j-1] = ps[j-1], ps[j]
-		}
-	}
-}
-
-// view is what applies to one workload in one snapshot.
+// view is what applies to one workload (label set) in one snapshot.
 type view struct {
 	labels             map[string]string
 	deny, allow, audit group
@@ -175,14 +206,17 @@ func (v *view) labelsEqual(l map[string]string) bool {
 	return true
 }
 
-// nsPolicies are the AuthorizationPolicies of one namespace.
+// nsPolicies are the AuthorizationPolicies of one namespace, in policy
+// order, with their positions in the snapshot's order.
 type nsPolicies struct {
-	all []*cPolicy // in policy order
+	all  []*cPolicy
+	ords []int32
 }
 
 type viewKey struct{ ns, name string }
 
 // snapshot is one immutable compiled state; Update swaps it atomically.
+// Only its view caches change, and those are concurrency-safe.
 type snapshot struct {
 	generation uint64
 	rootNS     string
@@ -191,29 +225,64 @@ type snapshot struct {
 	maxViews   int32
 
 	views  sync.Map // viewKey -> *view
+	shared sync.Map // labelSetKey -> *view
 	nviews atomic.Int32
 }
 
 func (s *snapshot) view(w *Workload) *view {
 	if w.Name == "" {
-		return s.buildView(w)
+		return s.sharedView(w)
 	}
 	k := viewKey{w.Namespace, w.Name}
 	if v, ok := s.views.Load(k); ok {
 		if v := v.(*view); v.labelsEqual(w.Labels) {
 			return v
 		}
-		v := s.buildView(w)
+		v := s.sharedView(w)
 		s.views.Store(k, v)
 		return v
 	}
-	v := s.buildView(w)
+	v := s.sharedView(w)
 	if s.nviews.Load() < s.maxViews {
 		if _, loaded := s.views.LoadOrStore(k, v); !loaded {
 			s.nviews.Add(1)
 		}
 	}
 	return v
+}
+
+// sharedView finds or builds the view of a namespace and label set.
+func (s *snapshot) sharedView(w *Workload) *view {
+	k := labelSetKey(w.Namespace, w.Labels)
+	if v, ok := s.shared.Load(k); ok {
+		return v.(*view)
+	}
+	v := s.buildView(w)
+	if s.nviews.Load() < s.maxViews {
+		if _, loaded := s.shared.LoadOrStore(k, v); !loaded {
+			s.nviews.Add(1)
+		}
+	}
+	return v
+}
+
+// labelSetKey is namespace and sorted labels joined by NUL bytes, which no
+// label key or value may contain.
+func labelSetKey(ns string, labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	b.WriteString(ns)
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+	}
+	return b.String()
 }
 
 func (s *snapshot) buildView(w *Workload) *view {
@@ -225,35 +294,29 @@ func (s *snapshot) buildView(w *Workload) *view {
 		if ps == nil {
 			return
 		}
-		for _, p := range ps.all {
+		for i, p := range ps.all {
 			if !p.applies || !selectorMatches(p.selector, w.Labels) {
 				continue
 			}
 			switch p.action {
 			case v1alpha1.ActionDeny:
-				v.deny.add(p)
+				v.deny.add(p, ps.ords[i])
 			case v1alpha1.ActionAudit:
-				v.audit.add(p)
+				v.audit.add(p, ps.ords[i])
 			default:
-				v.allow.add(p)
+				v.allow.add(p, ps.ords[i])
 			}
 		}
 	}
 	// Root namespace policies apply mesh-wide (their selectors too); the
-	// workload's own namespace adds its policies. The rest lists must be in
-	// policy order (group.first stops early on it): each namespace's list
-	// is, the concatenation of two is re-sorted.
+	// workload's own namespace adds its policies.
 	add(s.byNS[s.rootNS])
 	if w.Namespace != s.rootNS {
 		add(s.byNS[w.Namespace])
 		for _, g := range []*group{&v.deny, &v.allow, &v.audit} {
-			sortRefs(g.rest)
+			slices.SortStableFunc(g.rest, func(a, b ruleRef) int { return int(a.ord - b.ord) })
 		}
 	}
 	v.pa = s.pa.resolve(w.Namespace, w.Labels)
 	return v
-}
-
-func sortRefs(refs []ruleRef) {
-	slices.SortFunc(refs, func(a, b ruleRef) int { return a.p.ord - b.p.ord })
 }

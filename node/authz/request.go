@@ -91,9 +91,10 @@ func requestAttrs(req *Request) attrs {
 	}
 	if req.Secure && !req.Source.Principal.IsZero() {
 		id := req.Source.Principal
-		path := id.Path()
-		a.principal = id.TrustDomain().Name() + path
-		a.ns, a.sa = kubernetesIdentity(path)
+		// String() is the stored "spiffe://td/path": trimming the scheme
+		// allocates nothing.
+		a.principal = strings.TrimPrefix(id.String(), "spiffe://")
+		a.ns, a.sa = kubernetesIdentity(id.Path())
 	}
 	return a
 }
