@@ -1,0 +1,167 @@
+//go:build linux
+
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// runState records what a run created, in <run dir>/state.json, so that a
+// later Start (or Reap) can remove it after a crash.
+type runState struct {
+	Owner       int      `json:"owner"`        // pid of the process that started the run
+	Dir         string   `json:"dir"`          // the run directory
+	Cgroup      string   `json:"cgroup"`       // cgroup name below every hierarchy's root
+	NetNS       []string `json:"netns"`        // named network namespaces
+	MountNS     []string `json:"mountns"`      // mount namespace files
+	CreatedDirs []string `json:"created_dirs"` // host directories made as mount points, deepest first
+}
+
+func (c *Cluster) saveState() error {
+	b, err := json.MarshalIndent(c.state, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(c.WorkDir, ".state.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(c.WorkDir, "state.json"))
+}
+
+// lockMachine takes the machine-wide harness lock (one cluster at a time:
+// the bridge, namespaces and addresses are fixed), waiting for ctx.
+func lockMachine(ctx context.Context, base string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(base, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for another e2e cluster on this machine to stop: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Reap removes every run left under base (processes, namespaces, mounts,
+// cgroups, links, directories), plus any harness network left without a
+// state file. The caller must hold the machine lock (Start does), or know that
+// no cluster is running.
+func Reap(ctx context.Context, base string, log *slog.Logger) error {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	entries, err := os.ReadDir(base)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "run-") {
+			continue
+		}
+		dir := filepath.Join(base, e.Name())
+		st := runState{Dir: dir}
+		if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil {
+			if err := json.Unmarshal(b, &st); err != nil {
+				log.Warn("unreadable run state; removing what can be found", "dir", dir, "err", err)
+			}
+			st.Dir = dir
+		}
+		log.Info("reaping a previous run", "dir", dir, "owner", st.Owner)
+		if err := teardown(ctx, st, base); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// A network without a run dir (the directory was deleted by hand).
+	if err := teardownNet(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// teardown removes everything st records; every step tolerates pieces that
+// are already gone, so it serves both Stop and Reap.
+func teardown(ctx context.Context, st runState, base string) error {
+	var errs []error
+	if st.Cgroup != "" {
+		cg, err := newCgroups(st.Cgroup)
+		if err == nil {
+			err = cg.killAll(ctx)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Unmounting the namespace files lets the node mount namespaces die,
+	// and with them every mount the kubelets and containerds made.
+	for _, m := range st.MountNS {
+		if err := unix.Unmount(m, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+		}
+	}
+	if err := teardownNet(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if st.Dir != "" {
+		if err := unmountUnder(st.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, d := range st.CreatedDirs {
+		if err := syscall.Rmdir(d); err != nil && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("remove created mount point %s: %w", d, err))
+		}
+	}
+	if st.Dir != "" && errors.Join(errs...) == nil {
+		last := filepath.Join(base, "last-logs")
+		_ = os.RemoveAll(last)
+		_ = os.Rename(filepath.Join(st.Dir, "logs"), last)
+		if err := os.RemoveAll(st.Dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Down removes whatever a crashed or kept (Options.Keep) run left under
+// opts.BaseDir. It fails if a cluster is running in a live process.
+func Down(ctx context.Context, opts Options) error {
+	if err := opts.defaults(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(opts.BaseDir, 0o755); err != nil {
+		return err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	unlock, err := lockMachine(lctx, opts.BaseDir)
+	if err != nil {
+		return fmt.Errorf("a cluster is running in another process (stop it first): %w", err)
+	}
+	defer unlock()
+	return Reap(ctx, opts.BaseDir, opts.Logger)
+}
