@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -137,6 +138,7 @@ func TestClusterSmoke(t *testing.T) {
 	}
 
 	checkTokenReview(ctx, t, c, ns)
+	checkTools(ctx, t, c, ns)
 
 	// Nothing may be left running or mounted. (Stop is idempotent; the
 	// t.Cleanup registered by Start then has nothing to do.)
@@ -197,6 +199,50 @@ func checkTokenReview(ctx context.Context, t *testing.T, c *cluster.Cluster, ns 
 		t.Error("TokenReview accepted a token with a modified signature")
 	}
 	t.Logf("TokenReview: %s authenticated for %v", st.User.Username, st.Audiences)
+}
+
+// checkTools proves kubectl and helm work against the cluster: kubectl
+// lists both nodes; helm installs a chart whose ConfigMap then exists with
+// the value set on the command line, and uninstalls it.
+func checkTools(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string) {
+	out, err := c.Kubectl(ctx, "get", "nodes", "-o", "name")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "node/node-1") || !strings.Contains(out, "node/node-2") {
+		t.Errorf("kubectl get nodes: %q", out)
+	}
+	chart := t.TempDir()
+	files := map[string]string{
+		"Chart.yaml":            "apiVersion: v2\nname: smoke\nversion: 0.1.0\n",
+		"values.yaml":           "marker: default\n",
+		"templates/marker.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-marker\ndata:\n  marker: {{ .Values.marker | quote }}\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(chart, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.Helm(ctx, "install", "smoke", chart, "-n", ns, "--set", "marker=from-helm", "--wait"); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := c.Clientset().CoreV1().ConfigMaps(ns).Get(ctx, "smoke-marker", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("ConfigMap of the helm release: %v", err)
+	}
+	if cm.Data["marker"] != "from-helm" {
+		t.Errorf("helm release ConfigMap data %v, want marker=from-helm", cm.Data)
+	}
+	if _, err := c.Helm(ctx, "uninstall", "smoke", "-n", ns, "--wait"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Clientset().CoreV1().ConfigMaps(ns).Get(ctx, "smoke-marker", metav1.GetOptions{}); err == nil {
+		t.Error("ConfigMap still exists after helm uninstall")
+	}
 }
 
 func flip(s string) string {

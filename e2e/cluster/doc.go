@@ -4,7 +4,8 @@
 // # What runs
 //
 // From binaries built by e2e/hack/build-bins.sh into the git-ignored bin/
-// (Kubernetes v1.34.3, etcd v3.5.35, CNI plugins v1.9.1), plus Debian's
+// (Kubernetes v1.34.3, etcd v3.5.35, CNI plugins v1.9.1, and kubectl and
+// helm v3.22.0 for tests that drive the cluster as a user would), plus Debian's
 // containerd and runc (e2e/hack/install-deps.sh):
 //
 //   - etcd on free 127.0.0.1 ports;
@@ -38,6 +39,9 @@
 //	c.WaitPods(ctx, ns, "app=x", 2, cluster.PodReady)
 //	c.PodLogs(ctx, ns, pod, container)
 //	c.LogPath("node-1-kubelet")           // component logs
+//	c.Kubectl(ctx, "get", "pods", "-A")   // bin/kubectl; c.Helm(ctx, "install", ...) likewise
+//	c.WaitService(ctx, ns, "svc", 2)      // endpoints ready and kube-proxy rules on every node
+//	c.Stop(); c.Leftovers()               // Stop is idempotent; Leftovers must be empty after it
 //
 // # Design
 //

@@ -111,7 +111,7 @@ var ErrUnavailable = errors.New("e2e cluster unavailable")
 // binaries the harness needs in BinDir.
 var requiredBins = []string{
 	"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
-	"cni/bridge", "cni/host-local", "cni/loopback",
+	"cni/bridge", "cni/host-local", "cni/loopback", "kubectl", "helm",
 }
 
 // hostTools the harness runs from PATH.

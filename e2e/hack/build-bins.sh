@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build-bins.sh builds the pinned binaries of ambit's end-to-end cluster into
 # $BIN (default: <repo>/bin, git-ignored):
-#   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy (k8s v1.34.3)
+#   kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl (k8s v1.34.3)
 #   etcd                                                           (v3.5.35, e2e/tools/etcd)
 #   cni/bridge cni/host-local cni/loopback                         (containernetworking/plugins)
 #   helm                                                           (helm.sh/helm/v3)
@@ -50,7 +50,7 @@ build_kube() {
 	local dir="$ROOT/e2e/tools/kube"
 	local s
 	s="$(stamp "$KUBE_VERSION" "$dir/go.mod" "$dir/go.sum")"
-	local bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+	local bins=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 	if fresh kube "$s" "${bins[@]}"; then log "kube $KUBE_VERSION: up to date"; return; fi
 	log "kube $KUBE_VERSION: building ${bins[*]} (cold: ~10 minutes on 2 cores)"
 	local v=k8s.io/component-base/version minor="${KUBE_VERSION#v1.}"
