@@ -9,7 +9,8 @@
 //	e2e/hack/install-deps.sh   # containerd, runc, iproute2, iptables, tcpdump (apt)
 //	e2e/hack/build-bins.sh     # kube-apiserver, kube-controller-manager, kube-scheduler,
 //	                           # kubelet, kube-proxy v1.34.3; etcd v3.5.35; CNI bridge,
-//	                           # host-local, loopback v1.9.1; kubectl v1.34.3, helm v3.22.0
+//	                           # host-local, loopback v1.9.1; kubectl v1.34.3, helm v3.22.0,
+//	                           # coredns v1.14.7
 //	                           # -> bin/ (cold ~20 min on 2 shared cores; cached: seconds)
 //
 // then

@@ -162,10 +162,17 @@ func (c *Cluster) boot(ctx context.Context, nodeCIDR *net.IPNet) error {
 		return err
 	}
 
-	// The pause image is built while the control plane starts.
+	// The pause (and DNS) images are built while the control plane starts.
 	pauseTar := filepath.Join(c.WorkDir, "images", "pause.tar")
-	pauseErr := make(chan error, 1)
-	go func() { pauseErr <- BuildGoImage(ctx, "./e2e/apps/pause", PauseImage, pauseTar) }()
+	var dnsTar string
+	imagesErr := make(chan error, 1)
+	go func() {
+		err := BuildGoImage(ctx, "./e2e/apps/pause", PauseImage, pauseTar)
+		if err == nil && !c.opts.NoDNS {
+			dnsTar, err = c.buildDNSImage()
+		}
+		imagesErr <- err
+	}()
 
 	c.log.Info("starting control plane", "dir", c.WorkDir)
 	if err := c.startEtcd(ctx); err != nil {
@@ -177,10 +184,16 @@ func (c *Cluster) boot(ctx context.Context, nodeCIDR *net.IPNet) error {
 	if err := c.startControllers(); err != nil {
 		return err
 	}
-	if err := <-pauseErr; err != nil {
-		return fmt.Errorf("pause image: %w", err)
+	if err := <-imagesErr; err != nil {
+		return fmt.Errorf("harness images: %w", err)
 	}
 	c.images = append([]string{pauseTar}, c.opts.Images...)
+	if !c.opts.NoDNS {
+		c.images = append(c.images, dnsTar)
+		if err := c.deployDNS(ctx); err != nil {
+			return err
+		}
+	}
 
 	for i := 1; i <= c.opts.Nodes; i++ {
 		c.log.Info("starting node", "node", i)
@@ -193,7 +206,14 @@ func (c *Cluster) boot(ctx context.Context, nodeCIDR *net.IPNet) error {
 	if err := c.wireNodes(ctx); err != nil {
 		return err
 	}
-	return c.waitReady(ctx)
+	if err := c.waitReady(ctx); err != nil {
+		return err
+	}
+	c.log.Info("nodes ready", "nodes", len(c.Nodes))
+	if c.opts.NoDNS {
+		return nil
+	}
+	return c.waitDNS(ctx)
 }
 
 // wireNodes waits for each node's pod CIDR, then writes its CNI

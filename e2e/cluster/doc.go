@@ -16,6 +16,8 @@
 //     TokenReview work);
 //   - kube-controller-manager (ServiceAccounts, kube-root-ca.crt,
 //     Deployments, DaemonSets, node pod CIDRs) and kube-scheduler;
+//   - cluster DNS: CoreDNS (v1.14.7, built likewise) as kube-dns in
+//     kube-system, answering for cluster.local (Options.NoDNS skips it);
 //   - per node (two by default): containerd, kubelet and kube-proxy, in the
 //     node's own network namespace (eth0 172.31.250.1x on the host bridge)
 //     and own mount namespace, with pods on the upstream bridge CNI plugin

@@ -132,7 +132,7 @@ evictionHard:
   nodefs.inodesFree: "1%%"
   imagefs.available: "1%%"
 maxPods: 60
-`
+%s`
 
 const kubeProxyConfig = `apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
@@ -220,7 +220,11 @@ func (c *Cluster) startNode(ctx context.Context, i int) (*Node, error) {
 		return nil, err
 	}
 	kcfg := filepath.Join(n.Dir, "kubelet.yaml")
-	if err := os.WriteFile(kcfg, fmt.Appendf(nil, kubeletConfig, cgRoot, n.IP.String(), serving.Cert, serving.Key, c.pki.CAFile), 0o644); err != nil {
+	dns := ""
+	if !c.opts.NoDNS {
+		dns = fmt.Sprintf("clusterDomain: %s\nclusterDNS:\n- %s\n", ClusterDomain, c.dnsIP())
+	}
+	if err := os.WriteFile(kcfg, fmt.Appendf(nil, kubeletConfig, cgRoot, n.IP.String(), serving.Cert, serving.Key, c.pki.CAFile, dns), 0o644); err != nil {
 		return nil, err
 	}
 	kubeconfig, err := c.componentKubeconfig(n.Name+"-kubelet", "system:node:"+n.Name, []string{"system:nodes"})

@@ -43,6 +43,9 @@ type Options struct {
 	NodeCIDR, PodCIDR, ServiceCIDR string
 	// Timeout bounds Start. Optional, default 3 minutes.
 	Timeout time.Duration
+	// NoDNS skips cluster DNS (CoreDNS as kube-dns). Optional, default
+	// false: pods resolve <service>.<namespace>.svc.cluster.local.
+	NoDNS bool
 	// Keep leaves the cluster running after the test (Stop is not
 	// registered with t.Cleanup); the next Start reaps it. Optional,
 	// default: $KEEP is "1".
@@ -111,7 +114,7 @@ var ErrUnavailable = errors.New("e2e cluster unavailable")
 // binaries the harness needs in BinDir.
 var requiredBins = []string{
 	"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy",
-	"cni/bridge", "cni/host-local", "cni/loopback", "kubectl", "helm",
+	"cni/bridge", "cni/host-local", "cni/loopback", "kubectl", "helm", "coredns",
 }
 
 // hostTools the harness runs from PATH.

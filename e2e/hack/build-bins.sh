@@ -5,11 +5,12 @@
 #   etcd                                                           (v3.5.35, e2e/tools/etcd)
 #   cni/bridge cni/host-local cni/loopback                         (containernetworking/plugins)
 #   helm                                                           (helm.sh/helm/v3)
+#   coredns                                                        (cluster DNS, github.com/coredns/coredns)
 # Each group is skipped when $BIN/.stamps/<group> already holds the expected
 # stamp (version plus a hash of the tools module files), so a second run is a
 # no-op. Builds run under `nice -n 10`; a cold build takes ~10+ minutes on 2 cores.
 #
-# Usage: e2e/hack/build-bins.sh [group...]   groups: kube etcd cni helm (default: all)
+# Usage: e2e/hack/build-bins.sh [group...]   groups: kube etcd cni helm coredns (default: all)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -22,6 +23,7 @@ KUBE_VERSION=v1.34.3
 ETCD_VERSION=v3.5.35
 CNI_VERSION=v1.9.1
 HELM_VERSION=v3.22.0
+COREDNS_VERSION=v1.14.7
 
 mkdir -p "$BIN/cni" "$STAMPS"
 export CGO_ENABLED=0 GOFLAGS="${GOFLAGS:-} -buildvcs=false"
@@ -101,14 +103,25 @@ build_helm() {
 	log "helm: built in $((SECONDS - t0))s"
 }
 
+build_coredns() {
+	local s
+	s="$(stamp "$COREDNS_VERSION")"
+	if fresh coredns "$s" coredns; then log "coredns $COREDNS_VERSION: up to date"; return; fi
+	log "coredns $COREDNS_VERSION: building"
+	local t0=$SECONDS
+	GOBIN="$BIN" "${NICE[@]}" "$GO" install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
+	echo "$s" >"$STAMPS/coredns"
+	log "coredns: built in $((SECONDS - t0))s"
+}
+
 groups=("$@")
-if ((${#groups[@]} == 0)); then groups=(etcd cni kube helm); fi
+if ((${#groups[@]} == 0)); then groups=(etcd cni kube helm coredns); fi
 t0=$SECONDS
 for g in "${groups[@]}"; do
 	case "$g" in
-	kube | etcd | cni | helm) "build_$g" ;;
+	kube | etcd | cni | helm | coredns) "build_$g" ;;
 	*)
-		echo "unknown group: $g (want kube, etcd, cni or helm)" >&2
+		echo "unknown group: $g (want kube, etcd, cni, helm or coredns)" >&2
 		exit 2
 		;;
 	esac

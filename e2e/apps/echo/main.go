@@ -9,10 +9,12 @@
 //	    so a test sees which address (which pod, or the node daemon) really
 //	    connected. NAME defaults to $POD_NAME, then the hostname.
 //
-//	echo client -target HOST:PORT -marker TEXT [-count N] [-interval D] [-timeout D]
+//	echo client -target HOST:PORT -marker TEXT [-count N] [-interval D] [-timeout D] [-connect-only]
 //	    Opens a new connection per attempt, sends TEXT, reads the answer and
 //	    prints "ok <answer>" or "fail <error>"; after N attempts (0: forever)
 //	    prints "done ok=<n> fail=<m>" and exits 1 if any attempt failed.
+//	    With -connect-only an attempt only opens the connection (for servers
+//	    that do not speak the echo protocol) and prints "ok connected <local>".
 //
 // The marker lets a wire capture prove that plaintext never crossed the
 // network; the server's answer lets a test check the peer address.
@@ -128,11 +130,16 @@ func clientMain(ctx context.Context, args []string) error {
 	count := fs.Int("count", 1, "attempts; 0 means until terminated")
 	interval := fs.Duration("interval", time.Second, "pause between attempts")
 	timeout := fs.Duration("timeout", 5*time.Second, "per-attempt timeout")
+	connectOnly := fs.Bool("connect-only", false, "only open the connection; send nothing")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *target == "" || *marker == "" {
+	if *target == "" || (*marker == "" && !*connectOnly) {
 		return errors.New("client: -target and -marker are required")
+	}
+	attempt := func() (string, error) { return probe(ctx, *target, *marker, *timeout) }
+	if *connectOnly {
+		attempt = func() (string, error) { return connect(ctx, *target, *timeout) }
 	}
 	ok, fail := 0, 0
 	for i := 0; *count == 0 || i < *count; i++ {
@@ -145,7 +152,7 @@ func clientMain(ctx context.Context, args []string) error {
 		if ctx.Err() != nil {
 			break // terminated: summarise what was done
 		}
-		answer, err := probe(ctx, *target, *marker, *timeout)
+		answer, err := attempt()
 		if err != nil {
 			fail++
 			fmt.Printf("fail %v\n", err)
@@ -182,4 +189,17 @@ func probe(ctx context.Context, target, marker string, timeout time.Duration) (s
 		return "", fmt.Errorf("reading answer: %w", err)
 	}
 	return strings.TrimRight(answer, "\n"), nil
+}
+
+// connect opens one connection to target and closes it.
+func connect(ctx context.Context, target string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", target)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	return "connected " + conn.LocalAddr().String(), nil
 }

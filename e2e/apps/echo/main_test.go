@@ -67,3 +67,22 @@ func TestProbeFailsWithoutServer(t *testing.T) {
 		t.Fatal("probe of a closed port succeeded")
 	}
 }
+
+func TestConnectOnly(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got, err := connect(context.Background(), ln.Addr().String(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(got, "connected 127.0.0.1:") {
+		t.Errorf("connect = %q", got)
+	}
+	ln.Close()
+	if _, err := connect(context.Background(), ln.Addr().String(), time.Second); err == nil {
+		t.Error("connect to a closed port succeeded")
+	}
+}
