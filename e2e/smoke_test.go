@@ -154,6 +154,7 @@ func TestClusterSmoke(t *testing.T) {
 
 	checkTokenReview(ctx, t, c, ns)
 	checkTools(ctx, t, c, ns)
+	checkNodeDaemonSet(ctx, t, c, ns)
 
 	// Nothing may be left running or mounted. (Stop is idempotent; the
 	// t.Cleanup registered by Start then has nothing to do.)
@@ -257,6 +258,73 @@ func checkTools(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string
 	}
 	if _, err := c.Clientset().CoreV1().ConfigMaps(ns).Get(ctx, "smoke-marker", metav1.GetOptions{}); err == nil {
 		t.Error("ConfigMap still exists after helm uninstall")
+	}
+}
+
+// checkNodeDaemonSet runs a DaemonSet shaped like ambit's node daemon
+// (hostNetwork, the capabilities it needs, the CNI configuration directory
+// through hostPath) and checks that each pod runs with its node's address
+// and sees its own node's CNI configuration, not the other node's.
+func checkNodeDaemonSet(ctx context.Context, t *testing.T, c *cluster.Cluster, ns string) {
+	labels := map[string]string{"app": "node-view"}
+	hostPathType := corev1.HostPathDirectory
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-view"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					HostNetwork: true,
+					DNSPolicy:   corev1.DNSClusterFirstWithHostNet,
+					Tolerations: []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
+					Containers: []corev1.Container{{
+						Name:            "view",
+						Image:           echoImage,
+						ImagePullPolicy: corev1.PullNever,
+						Args:            []string{"files", "/host/etc/cni/net.d/10-ambit-e2e.conflist"},
+						SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{
+							Add: []corev1.Capability{"NET_ADMIN", "SYS_ADMIN", "NET_RAW", "BPF"},
+						}},
+						VolumeMounts: []corev1.VolumeMount{{Name: "cni-conf", MountPath: "/host/etc/cni/net.d", ReadOnly: true}},
+					}},
+					Volumes: []corev1.Volume{{Name: "cni-conf", VolumeSource: corev1.VolumeSource{
+						HostPath: &corev1.HostPathVolumeSource{Path: "/etc/cni/net.d", Type: &hostPathType},
+					}}},
+				},
+			},
+		},
+	}
+	if _, err := c.Clientset().AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pods, err := c.WaitPods(ctx, ns, "app=node-view", len(c.Nodes), cluster.PodReady)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		var pod *corev1.Pod
+		for i := range pods {
+			if pods[i].Spec.NodeName == n.Name {
+				pod = &pods[i]
+			}
+		}
+		if pod == nil {
+			t.Errorf("no node-view pod on %s", n.Name)
+			continue
+		}
+		if pod.Status.PodIP != n.IP.String() {
+			t.Errorf("hostNetwork pod on %s has IP %s, want the node's %s", n.Name, pod.Status.PodIP, n.IP)
+		}
+		var logs string
+		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if logs, err = c.PodLogs(ctx, ns, pod.Name, "view"); err == nil && strings.Contains(logs, "subnet") {
+				break
+			}
+		}
+		if !strings.Contains(logs, `"subnet": "`+n.PodCIDR.String()+`"`) {
+			t.Errorf("pod on %s sees a CNI configuration without its node's subnet %s:\n%s", n.Name, n.PodCIDR, logs)
+		}
 	}
 }
 

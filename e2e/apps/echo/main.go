@@ -16,6 +16,11 @@
 //	    With -connect-only an attempt only opens the connection (for servers
 //	    that do not speak the echo protocol) and prints "ok connected <local>".
 //
+//	echo files PATH...
+//	    Prints each file ("file <path>" then its content), then waits for
+//	    SIGTERM: a long-running pod that shows what a hostPath mount holds on
+//	    its node.
+//
 // The marker lets a wire capture prove that plaintext never crossed the
 // network; the server's answer lets a test check the peer address.
 package main
@@ -38,7 +43,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: echo server|client [flags]")
+		fmt.Fprintln(os.Stderr, "usage: echo server|client|files [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -49,8 +54,12 @@ func main() {
 		err = serverMain(ctx, os.Args[2:])
 	case "client":
 		err = clientMain(ctx, os.Args[2:])
+	case "files":
+		if err = printFiles(os.Stdout, os.Args[2:]); err == nil {
+			<-ctx.Done()
+		}
 	default:
-		err = fmt.Errorf("unknown mode %q (want server or client)", os.Args[1])
+		err = fmt.Errorf("unknown mode %q (want server, client or files)", os.Args[1])
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echo:", err)
@@ -202,4 +211,16 @@ func connect(ctx context.Context, target string, timeout time.Duration) (string,
 	}
 	defer conn.Close()
 	return "connected " + conn.LocalAddr().String(), nil
+}
+
+// printFiles writes "file <path>" and the content of each path to w.
+func printFiles(w io.Writer, paths []string) error {
+	for _, p := range paths {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "file %s\n%s\n", p, b)
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -84,5 +85,23 @@ func TestConnectOnly(t *testing.T) {
 	ln.Close()
 	if _, err := connect(context.Background(), ln.Addr().String(), time.Second); err == nil {
 		t.Error("connect to a closed port succeeded")
+	}
+}
+
+func TestPrintFiles(t *testing.T) {
+	dir := t.TempDir()
+	p := dir + "/a.conf"
+	if err := os.WriteFile(p, []byte("subnet 10.0.0.0/24"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := printFiles(&b, []string{p}); err != nil {
+		t.Fatal(err)
+	}
+	if want := "file " + p + "\nsubnet 10.0.0.0/24\n"; b.String() != want {
+		t.Errorf("printFiles = %q, want %q", b.String(), want)
+	}
+	if err := printFiles(&b, []string{dir + "/missing"}); err == nil {
+		t.Error("a missing file was not an error")
 	}
 }
