@@ -7,9 +7,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,16 +80,17 @@ func newMTLSSplice(tb testing.TB, e *env) *mtlsSplice {
 	return m
 }
 
-func (m *mtlsSplice) dial(tb testing.TB, e *env) *tls.Conn {
+func (m *mtlsSplice) dialErr(e *env) (*tls.Conn, error) {
 	c, err := net.Dial("tcp", m.ln.Addr().String())
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	tc := tls.Client(c, clientTLS(e.cliSVIDs, e.bundles, srcID, []spiffeid.ID{dstID}, Settings{}))
 	if err := tc.Handshake(); err != nil {
-		tb.Fatal(err)
+		c.Close()
+		return nil, err
 	}
-	return tc
+	return tc, nil
 }
 
 type halfCloser interface {
@@ -95,15 +98,80 @@ type halfCloser interface {
 	CloseWrite() error
 }
 
+// front is the client endpoint of a benchmark path: a loopback listener
+// whose connections are spliced into a tunnel, as the node daemon does
+// with a captured outbound connection.
+func front(tb testing.TB, open func() (net.Conn, error), splice func(app, tun net.Conn)) netip.AddrPort {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t, err := open()
+				if err != nil {
+					c.Close()
+					return
+				}
+				splice(c, t)
+			}()
+		}
+	}()
+	tb.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// copySplice is the baseline splice: io.Copy each way, CloseWrite on EOF.
+func copySplice(a, b net.Conn) {
+	done := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(b, a)
+		_ = b.(halfCloser).CloseWrite()
+		close(done)
+	}()
+	_, _ = io.Copy(a, b)
+	_ = a.(halfCloser).CloseWrite()
+	<-done
+	a.Close()
+	b.Close()
+}
+
+func dialTCP(tb testing.TB, ap netip.AddrPort) halfCloser {
+	c, err := net.Dial("tcp", ap.String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return c.(*net.TCPConn)
+}
+
+// benchPaths runs fn over the two paths, both app -> client endpoint ->
+// tunnel -> server endpoint -> app: "mtls" (a TLS connection per app
+// connection, io.Copy splices) and "hbone" (pooled CONNECT streams).
 func benchPaths(b *testing.B, o envOpt, fn func(b *testing.B, dial func() halfCloser)) {
+	if o.settings == (Settings{}) {
+		o.settings = tuneSettings()
+	}
 	b.Run("mtls", func(b *testing.B) {
 		e := newEnv(b, o)
 		m := newMTLSSplice(b, e)
-		fn(b, func() halfCloser { return m.dial(b, e) })
+		ap := front(b, func() (net.Conn, error) { return m.dialErr(e) }, copySplice)
+		fn(b, func() halfCloser { return dialTCP(b, ap) })
 	})
 	b.Run("hbone", func(b *testing.B) {
 		e := newEnv(b, o)
-		fn(b, func() halfCloser { return e.dial(b) })
+		ap := front(b, func() (net.Conn, error) { return e.cli.Dial(context.Background(), e.req()) },
+			func(app, tun net.Conn) { _, _, _ = Splice(context.Background(), app, tun, o.settings) })
+		fn(b, func() halfCloser { return dialTCP(b, ap) })
 	})
 }
 
@@ -219,27 +287,34 @@ func BenchmarkIdleMemory(b *testing.B) {
 			conns = append(conns, c)
 		}
 		time.Sleep(100 * time.Millisecond)
+		g0 := runtime.NumGoroutine()
 		after := memInUse()
+		if os.Getenv("TUNE_MEMSPLIT") != "" {
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			b.Logf("goroutines %d stack %d KiB heap %d KiB", g0, ms.StackInuse>>10, ms.HeapInuse>>10)
+		}
 		for _, c := range conns {
 			c.Close()
 		}
 		return float64(after-before) / n
 	}
+	set := tuneSettings()
 	for i := 0; i < b.N; i++ {
-		e := newEnv(b, envOpt{})
-		direct := measure(b, func() net.Conn {
-			c, err := net.Dial("tcp", e.app.String())
-			if err != nil {
-				b.Fatal(err)
-			}
-			return c
-		})
+		e := newEnv(b, envOpt{settings: set})
+		direct := measure(b, func() net.Conn { return dialTCP(b, e.app) })
 		m := newMTLSSplice(b, e)
-		mtls := measure(b, func() net.Conn { return m.dial(b, e) })
-		hbone := measure(b, func() net.Conn { return e.dial(b) })
+		mtls := front(b, func() (net.Conn, error) { return m.dialErr(e) }, copySplice)
+		hbone := front(b, func() (net.Conn, error) { return e.cli.Dial(context.Background(), e.req()) },
+			func(app, tun net.Conn) { _, _, _ = Splice(context.Background(), app, tun, set) })
+		mt := measure(b, func() net.Conn { return dialTCP(b, mtls) })
+		hb := measure(b, func() net.Conn { return dialTCP(b, hbone) })
+		// Each path adds two endpoints and one more loopback TCP hop (app
+		// client -> client endpoint) over the direct connection.
 		b.ReportMetric(direct/1024, "direct-KiB/conn")
-		b.ReportMetric((mtls-direct)/2/1024, "mtls-KiB/conn/endpoint")
-		b.ReportMetric((hbone-direct)/2/1024, "hbone-KiB/conn/endpoint")
+		b.ReportMetric((mt-2*direct)/2/1024, "mtls-KiB/conn/endpoint")
+		b.ReportMetric((hb-2*direct)/2/1024, "hbone-KiB/conn/endpoint")
+
 	}
 }
 
@@ -253,3 +328,83 @@ func memInUse() uint64 {
 }
 
 var _ = context.Background
+
+// BenchmarkRatio alternates short blocks of the mTLS splice and HBONE on
+// the same machine state and reports the median HBONE/mTLS ratio of RTT
+// p50 and of 1-stream throughput: on a shared, loaded machine the ratio of
+// interleaved blocks is far steadier than absolute figures.
+func BenchmarkRatio(b *testing.B) {
+	set := tuneSettings()
+	paths := func(o envOpt) (mtls, hbone netip.AddrPort) {
+		e := newEnv(b, o)
+		m := newMTLSSplice(b, e)
+		mtls = front(b, func() (net.Conn, error) { return m.dialErr(e) }, copySplice)
+		hbone = front(b, func() (net.Conn, error) { return e.cli.Dial(context.Background(), e.req()) },
+			func(app, tun net.Conn) { _, _, _ = Splice(context.Background(), app, tun, set) })
+		return mtls, hbone
+	}
+	echoM, echoH := paths(envOpt{settings: set})
+	sinkM, sinkH := paths(envOpt{settings: set, app: sinkApp})
+	rttBlock := func(c net.Conn) float64 {
+		msg, got := make([]byte, 1024), make([]byte, 1024)
+		lat := make([]time.Duration, 0, 500)
+		for i := 0; i < 500; i++ {
+			t0 := time.Now()
+			_, _ = c.Write(msg)
+			if _, err := io.ReadFull(c, got); err != nil {
+				b.Fatal(err)
+			}
+			lat = append(lat, time.Since(t0))
+		}
+		slices.Sort(lat)
+		return float64(lat[len(lat)/2])
+	}
+	tputBlock := func(c halfCloser) float64 {
+		buf := make([]byte, 32<<10)
+		const total = 32 << 20
+		t0 := time.Now()
+		for sent := 0; sent < total; sent += len(buf) {
+			if _, err := c.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = c.CloseWrite()
+		_, _ = io.ReadAll(c)
+		c.Close()
+		return total / time.Since(t0).Seconds()
+	}
+	hc, mc := dialTCP(b, echoH), dialTCP(b, echoM)
+	defer hc.Close()
+	defer mc.Close()
+	var rtt, tput, rttCPU, tputCPU []float64
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < 5; r++ {
+			c0 := cpuTime()
+			h := rttBlock(hc)
+			c1 := cpuTime()
+			mm := rttBlock(mc)
+			c2 := cpuTime()
+			rtt = append(rtt, h/mm)
+			rttCPU = append(rttCPU, float64(c1-c0)/float64(c2-c1))
+			c0 = cpuTime()
+			h = tputBlock(dialTCP(b, sinkH))
+			c1 = cpuTime()
+			mm = tputBlock(dialTCP(b, sinkM))
+			c2 = cpuTime()
+			tput = append(tput, h/mm)
+			tputCPU = append(tputCPU, float64(c1-c0)/float64(c2-c1))
+		}
+	}
+	med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
+	b.ReportMetric(med(rtt), "rtt-p50-ratio")
+	b.ReportMetric(med(tput), "tput1-ratio")
+	b.ReportMetric(med(rttCPU), "rtt-cpu-ratio")
+	b.ReportMetric(med(tputCPU), "tput1-cpu-ratio")
+}
+
+// cpuTime is the process's user+system CPU time.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -61,6 +61,8 @@ func pipe(dst, src net.Conn, set Settings) (int64, error) {
 	var n int64
 	var err error
 	switch {
+	case isStream(src) && !isStream(dst):
+		n, err = src.(*Stream).writeTo(dst, dst)
 	case isStream(src):
 		n, err = src.(*Stream).WriteTo(dst)
 	case isStream(dst):

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -47,6 +48,12 @@ type Stream struct {
 	nwritten    atomic.Int64
 	onClose     func(*Stream) // client: OnEnd hook
 	closedOnce  atomic.Bool
+	// direct delivery (see conn.deliverDirect), guarded by c.mu
+	sink       net.Conn
+	sinkParked bool
+	directBusy bool
+	noDirect   bool
+	sinkErr    error
 }
 
 func newStream(c *conn) *Stream {
@@ -143,14 +150,31 @@ func (s *Stream) Read(p []byte) (int, error) {
 // WriteTo writes received bytes to w straight from the receive queue, with
 // no copy buffer (io.Copy uses it).
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	return s.writeTo(w, nil)
+}
+
+// writeTo is WriteTo; with a non-nil sink (w itself, a net.Conn owned by
+// Splice) it lets the read loop write to it directly while this goroutine
+// is parked.
+func (s *Stream) writeTo(w io.Writer, sink net.Conn) (int64, error) {
 	c := s.c
-	var total int64
+	start := s.nread.Load()
 	for {
 		c.mu.Lock()
+		if s.sinkErr != nil {
+			err := s.sinkErr
+			c.mu.Unlock()
+			return s.nread.Load() - start, err
+		}
+		if s.directBusy {
+			c.mu.Unlock()
+			<-s.readReady // the read loop signals when its write is done
+			continue
+		}
 		if s.resetErr != nil {
 			err := s.resetErr
 			c.mu.Unlock()
-			return total, err
+			return s.nread.Load() - start, err
 		}
 		if s.rq.len() > 0 {
 			ch := s.rq.pop()
@@ -158,27 +182,39 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			n, err := w.Write(ch.data())
 			size := int64(ch.w - ch.r)
 			releaseChunk(ch)
-			total += int64(n)
 			s.nread.Add(int64(n))
 			c.credit(s, size)
 			if err != nil {
-				return total, err
+				return s.nread.Load() - start, err
 			}
 			continue
 		}
 		if s.rclosed {
 			c.mu.Unlock()
-			return total, nil
+			return s.nread.Load() - start, nil
 		}
 		if s.localClosed {
 			c.mu.Unlock()
-			return total, net.ErrClosed
+			return s.nread.Load() - start, net.ErrClosed
+		}
+		parked := sink != nil && !s.noDirect && !testNoDirect
+		if parked {
+			s.sink, s.sinkParked = sink, true
 		}
 		c.mu.Unlock()
+		var err error
 		select {
 		case <-s.readReady:
 		case <-s.rdl.wait():
-			return total, errDeadline
+			err = errDeadline
+		}
+		if parked {
+			c.mu.Lock()
+			s.sinkParked = false // unless the read loop took it (directBusy)
+			c.mu.Unlock()
+		}
+		if err != nil {
+			return s.nread.Load() - start, err
 		}
 	}
 }
@@ -439,3 +475,5 @@ func (s *Stream) ConnectionState() tls.ConnectionState {
 	}
 	return s.c.tc.ConnectionState()
 }
+
+var testNoDirect = os.Getenv("TUNNEL_NODIRECT") != ""

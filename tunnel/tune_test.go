@@ -13,20 +13,7 @@ import (
 // taken from the environment (TUNE_IDLE, TUNE_FRAME, TUNE_COPY): the tool
 // used to choose the defaults.
 func BenchmarkTune(b *testing.B) {
-	var s Settings
-	if v, err := strconv.Atoi(os.Getenv("TUNE_IDLE")); err == nil {
-		s.IdleReadSize = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("TUNE_FRAME")); err == nil {
-		s.MaxFrameSize = uint32(v)
-	}
-	if v, err := strconv.Atoi(os.Getenv("TUNE_COPY")); err == nil {
-		s.CopyBufferSize = v
-	}
-	if v, err := strconv.Atoi(os.Getenv("TUNE_WIN")); err == nil {
-		s.StreamWindow = uint32(v)
-		s.ConnWindow = uint32(4 * v)
-	}
+	s := tuneSettings()
 	b.Run("rtt", func(b *testing.B) {
 		e := newEnv(b, envOpt{settings: s})
 		c := e.dial(b)
@@ -58,4 +45,23 @@ func BenchmarkTune(b *testing.B) {
 		_, _ = io.ReadAll(c)
 		c.Close()
 	})
+}
+
+// tuneSettings reads Settings overrides from TUNE_* variables.
+func tuneSettings() Settings {
+	var s Settings
+	if v, err := strconv.Atoi(os.Getenv("TUNE_IDLE")); err == nil {
+		s.IdleReadSize = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("TUNE_FRAME")); err == nil {
+		s.MaxFrameSize = uint32(v)
+	}
+	if v, err := strconv.Atoi(os.Getenv("TUNE_COPY")); err == nil {
+		s.CopyBufferSize = v
+	}
+	if v, err := strconv.Atoi(os.Getenv("TUNE_WIN")); err == nil {
+		s.StreamWindow = uint32(v)
+		s.ConnWindow = uint32(4 * v)
+	}
+	return s
 }
