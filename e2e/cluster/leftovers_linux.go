@@ -14,14 +14,31 @@ import (
 // cgroups, network namespaces, the bridge, mounts, the run directory and the
 // mount points the run created. After Stop it must be empty; tests assert it.
 func (c *Cluster) Leftovers() []string {
-	var out []string
-	if c.cg != nil {
-		if pids := c.cg.pids(); len(pids) > 0 {
-			out = append(out, fmt.Sprintf("processes %v", pids))
+	out := MachineLeftovers(c.opts.BaseDir)
+	for _, d := range c.state.CreatedDirs {
+		if _, err := os.Stat(d); err == nil {
+			out = append(out, "mount point "+d)
 		}
-		for _, h := range c.cg.hierarchies {
-			if _, err := os.Stat(filepath.Join(h, c.cg.name)); err == nil {
-				out = append(out, "cgroup "+filepath.Join(h, c.cg.name))
+	}
+	return out
+}
+
+// MachineLeftovers lists what any harness run under base left on the
+// machine: processes and cgroups named ambit-e2e-*, the harness's network
+// namespaces and bridge, mounts under base, and run directories. It is empty
+// when no cluster is running and every run was stopped or reaped.
+func MachineLeftovers(base string) []string {
+	var out []string
+	if all, track, err := cgroupHierarchies(); err == nil {
+		for _, h := range all {
+			matches, _ := filepath.Glob(filepath.Join(h, "ambit-e2e-*"))
+			for _, m := range matches {
+				out = append(out, "cgroup "+m)
+				if h == track {
+					if pids := pidsBelow(m); len(pids) > 0 {
+						out = append(out, fmt.Sprintf("processes %v in %s", pids, m))
+					}
+				}
 			}
 		}
 	}
@@ -38,21 +55,15 @@ func (c *Cluster) Leftovers() []string {
 		s := bufio.NewScanner(f)
 		for s.Scan() {
 			fields := strings.Fields(s.Text())
-			if len(fields) > 4 && c.WorkDir != "" && strings.HasPrefix(unescapeMount(fields[4]), c.WorkDir) {
+			if len(fields) > 4 && strings.HasPrefix(unescapeMount(fields[4]), base+"/") {
 				out = append(out, "mount "+fields[4])
 			}
 		}
 		f.Close()
 	}
-	if c.WorkDir != "" {
-		if _, err := os.Stat(c.WorkDir); err == nil {
-			out = append(out, "directory "+c.WorkDir)
-		}
-	}
-	for _, d := range c.state.CreatedDirs {
-		if _, err := os.Stat(d); err == nil {
-			out = append(out, "mount point "+d)
-		}
+	runs, _ := filepath.Glob(filepath.Join(base, "run-*"))
+	for _, r := range runs {
+		out = append(out, "directory "+r)
 	}
 	return out
 }
