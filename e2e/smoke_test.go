@@ -114,6 +114,12 @@ func TestClusterSmoke(t *testing.T) {
 		// node daemon and the CA will.
 		probe{name: "client-api", target: "kubernetes.default.svc:443", connectOnly: true},
 	)
+	// Without ambit, traffic between the nodes is plaintext on node-1's
+	// eth0; same-node traffic never reaches eth0.
+	capture, err := c.Nodes[0].StartCapture(ctx, "eth0", "tcp port 8080")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, p := range probes {
 		marker := "AMBIT-MARKER-" + p.name
 		pod := clientPod(p.name, c.Nodes[0].Name, p.target, marker)
@@ -150,6 +156,17 @@ func TestClusterSmoke(t *testing.T) {
 		if p.wantServer != "" && !strings.Contains(logs, fmt.Sprintf("ok %s peer=%s:", p.wantServer, client.Status.PodIP)) {
 			t.Errorf("%s: want an answer from %s seeing peer %s, logs:\n%s", p.name, p.wantServer, client.Status.PodIP, logs)
 		}
+	}
+
+	wire, err := capture.Stop(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(wire, "AMBIT-MARKER-client-cross") {
+		t.Errorf("capture on node-1 eth0 lacks the cross-node marker:\n%.2000s", wire)
+	}
+	if strings.Contains(wire, "AMBIT-MARKER-client-same") {
+		t.Error("capture on node-1 eth0 shows same-node traffic")
 	}
 
 	checkTokenReview(ctx, t, c, ns)

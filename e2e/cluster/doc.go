@@ -43,6 +43,8 @@
 //	c.LogPath("node-1-kubelet")           // component logs
 //	c.Kubectl(ctx, "get", "pods", "-A")   // bin/kubectl; c.Helm(ctx, "install", ...) likewise
 //	c.WaitService(ctx, ns, "svc", 2)      // endpoints ready and kube-proxy rules on every node
+//	cp, _ := c.Nodes[0].StartCapture(ctx, "eth0", "tcp") // tcpdump in the node's netns
+//	text, _ := cp.Stop(ctx)               // packets with ASCII payloads (search for a marker)
 //	c.Stop(); c.Leftovers()               // Stop is idempotent; Leftovers must be empty after it
 //
 // # Design
