@@ -54,13 +54,24 @@ func ipPolicies(n int) []*v1alpha1.AuthorizationPolicy {
 	return out
 }
 
-// unindexedPolicies: n ALLOW policies on principal prefixes, which no index
-// family covers: the worst case, every decision scans them all.
-func unindexedPolicies(n int) []*v1alpha1.AuthorizationPolicy {
+// prefixPolicies: n ALLOW policies on principal prefixes.
+func prefixPolicies(n int) []*v1alpha1.AuthorizationPolicy {
 	out := make([]*v1alpha1.AuthorizationPolicy, 0, n)
 	for i := range n {
 		out = append(out, allow(fmt.Sprintf("foo/prefix%04d", i),
 			src(v1alpha1.Source{Principals: ss(fmt.Sprintf("cluster.local/ns/ns%d/*", i))})))
+	}
+	return out
+}
+
+// unindexedPolicies: n ALLOW policies whose only constraint is a when
+// condition, which no index family covers: the worst case, every decision
+// scans them all.
+func unindexedPolicies(n int) []*v1alpha1.AuthorizationPolicy {
+	out := make([]*v1alpha1.AuthorizationPolicy, 0, n)
+	for i := range n {
+		out = append(out, allow(fmt.Sprintf("foo/when%04d", i),
+			when(v1alpha1.Condition{Key: "source.ip", Values: ss(fmt.Sprintf("172.%d.%d.0/24", 16+i/256, i%256))})))
 	}
 	return out
 }
@@ -88,13 +99,17 @@ func TestBenchmarkFixturesApply(t *testing.T) {
 	if d := e.Decide(request(plaintext(), srcIP("172.19.231.9"))); !d.Allow || d.Policy != "foo/ip0999" {
 		t.Fatalf("last IP block: %v", d)
 	}
+	e.Update(prefixPolicies(1000), nil)
+	if d := e.Decide(request(mtlsFrom("cluster.local/ns/ns999/sa/x"))); !d.Allow || d.Policy != "foo/prefix0999" {
+		t.Fatalf("last prefix: %v", d)
+	}
 	e.Update(unindexedPolicies(1000), nil)
 	v = e.snap.Load().view(&r.Workload)
 	if len(v.allow.rest) != 1000 {
 		t.Fatalf("%d rules in the scanned rest, want 1000", len(v.allow.rest))
 	}
-	if d := e.Decide(request(mtlsFrom("cluster.local/ns/ns999/sa/x"))); !d.Allow || d.Policy != "foo/prefix0999" {
-		t.Fatalf("last prefix: %v", d)
+	if d := e.Decide(request(plaintext(), srcIP("172.19.231.9"))); !d.Allow || d.Policy != "foo/when0999" {
+		t.Fatalf("last when: %v", d)
 	}
 }
 
@@ -123,6 +138,7 @@ func BenchmarkDecide(b *testing.B) {
 	run("mixed-1000/denied-by-DENY", mixed, strict, request(mtlsFrom("cluster.local/ns/bad997/sa/x")))
 	run("mixed-1000/strict-plaintext", mixed, strict, request(plaintext()))
 	run("ipblocks-1000/denied-no-match", ipPolicies(1000), nil, request(plaintext(), srcIP("10.9.9.9")))
+	run("principal-prefix-1000/denied-no-match", prefixPolicies(1000), nil, request(mtlsFrom(devWeb)))
 	run("unindexed-1000/worst-case-scan", unindexedPolicies(1000), nil, request(mtlsFrom(devWeb)))
 }
 

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
-	"slices"
 	"strings"
 
 	"github.com/ambit-mesh/ambit/node/apis/security/v1alpha1"
@@ -32,8 +31,8 @@ type cRule struct {
 	// principal is in principalKeys, or its namespace in nsKeys, or its
 	// port in portKeys, or its source IP in one of ipKeys, whichever family
 	// is set. At most one is.
-	principalKeys []string
-	nsKeys        []string
+	principalKeys *strKeys
+	nsKeys        *strKeys
 	portKeys      []uint16
 	ipKeys        []netip.Prefix
 }
@@ -258,93 +257,6 @@ func (c *ruleCompiler) rule(path string, r *v1alpha1.Rule) *cRule {
 	}
 	c.issues = append(c.issues, fmt.Sprintf("%s: rule dropped, it never matches: %s", path, found))
 	return nil
-}
-
-// setIndexKeys picks the index family (see index.go).
-func (r *cRule) setIndexKeys() {
-	if keys, ok := r.exactKeys(func(s *cSource) ([]string, bool) { return exactValues(s.principals) }); ok {
-		r.principalKeys = keys
-		return
-	}
-	if keys, ok := r.exactKeys(func(s *cSource) ([]string, bool) {
-		if ns, ok := exactValues(s.namespaces); ok {
-			return ns, true
-		}
-		if len(s.sas) == 0 {
-			return nil, false
-		}
-		ns := make([]string, len(s.sas))
-		for i, sa := range s.sas {
-			ns[i] = sa.ns
-		}
-		return ns, true
-	}); ok {
-		r.nsKeys = keys
-		return
-	}
-	if ports, ok := r.exactPorts(); ok {
-		r.portKeys = ports
-		return
-	}
-	if len(r.from) == 0 {
-		return
-	}
-	var ips []netip.Prefix
-	for i := range r.from {
-		if len(r.from[i].ips) == 0 {
-			return
-		}
-		ips = append(ips, r.from[i].ips...)
-	}
-	slices.SortFunc(ips, func(a, b netip.Prefix) int { return a.Compare(b) })
-	r.ipKeys = slices.Compact(ips)
-}
-
-func (r *cRule) exactPorts() ([]uint16, bool) {
-	if len(r.to) == 0 {
-		return nil, false
-	}
-	var ports []uint16
-	for _, o := range r.to {
-		if len(o.ports) == 0 {
-			return nil, false
-		}
-		ports = append(ports, o.ports...)
-	}
-	slices.Sort(ports)
-	return slices.Compact(ports), true
-}
-
-// exactKeys returns the union over the rule's sources of keys(source) when
-// every source constrains that attribute to exact values.
-func (r *cRule) exactKeys(keys func(*cSource) ([]string, bool)) ([]string, bool) {
-	if len(r.from) == 0 {
-		return nil, false
-	}
-	var out []string
-	for i := range r.from {
-		k, ok := keys(&r.from[i])
-		if !ok {
-			return nil, false
-		}
-		out = append(out, k...)
-	}
-	slices.Sort(out)
-	return slices.Compact(out), true
-}
-
-func exactValues(ps []pattern) ([]string, bool) {
-	if len(ps) == 0 {
-		return nil, false
-	}
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		if p.kind != matchExact {
-			return nil, false
-		}
-		out[i] = p.s
-	}
-	return out, true
 }
 
 // compileAuthorizationPolicy compiles one policy. It never fails: what cannot

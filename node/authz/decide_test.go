@@ -312,8 +312,19 @@ func authzCases() []decideCase {
 			aps: []*v1alpha1.AuthorizationPolicy{
 				allow("foo/a", src(v1alpha1.Source{IPBlocks: ss("10.0.0.0/8", "192.168.0.0/16")})),
 				allow("foo/b", src(v1alpha1.Source{IPBlocks: ss("10.1.0.0/16"), NotIPBlocks: ss("10.1.0.5")})),
-				allow("foo/c", src(v1alpha1.Source{IPBlocks: ss("10.1.0.5/32"), Namespaces: ss("prod*")}))},
+				allow("foo/c", src(v1alpha1.Source{IPBlocks: ss("10.1.0.5/32"), Namespaces: ss("*")}))},
 			req: request(mtlsFrom(prodWeb)), allow: true, reason: ReasonAllowPolicy, policy: "foo/a"},
+		{name: "namespace patterns are consulted before IP blocks",
+			aps: []*v1alpha1.AuthorizationPolicy{
+				allow("foo/a", src(v1alpha1.Source{IPBlocks: ss("10.0.0.0/8")})),
+				allow("foo/b", src(v1alpha1.Source{Namespaces: ss("*od")})),
+				allow("foo/c", src(v1alpha1.Source{Namespaces: ss("pr*")}))},
+			req: request(mtlsFrom(prodWeb)), allow: true, reason: ReasonAllowPolicy, policy: "foo/c"},
+		{name: "principal prefix and suffix rules that do not fit",
+			aps: []*v1alpha1.AuthorizationPolicy{
+				allow("foo/a", src(v1alpha1.Source{Principals: ss("cluster.local/ns/prod/sa/web/*", "*/sa/we", "cluster.local/ns/prod/sa/webx")})),
+				allow("foo/b", from(v1alpha1.Source{Principals: ss("x*")}, v1alpha1.Source{Namespaces: ss("*x")}))},
+			req: request(mtlsFrom(prodWeb)), reason: ReasonNoAllowMatch},
 		{name: "IP-block rules: only non-matching blocks",
 			aps: []*v1alpha1.AuthorizationPolicy{
 				allow("foo/b", src(v1alpha1.Source{IPBlocks: ss("10.1.0.0/16"), NotIPBlocks: ss("10.1.0.5")})),

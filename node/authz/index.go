@@ -22,12 +22,13 @@ import (
 //     Deployment), so an Update costs one view build per distinct label
 //     set, lazily.
 //  2. Within a view, each action's rules are filed by an attribute every
-//     match needs: the exact peer principal, else the exact peer namespace
-//     (namespaces or serviceAccounts), else the exact destination port,
-//     else the source IP block. A decision looks up the request's
-//     principal, namespace, port and the masked source address per prefix
-//     length in use, and evaluates only those rules plus the rest (prefix,
-//     suffix or presence patterns, not-only fields, empty rules), which it
+//     match needs: the peer principal (exact, prefix or suffix pattern),
+//     else the peer namespace (same, or serviceAccounts), else the exact
+//     destination port, else the source IP block. A decision probes the
+//     request's principal and namespace (once exact, once per prefix or
+//     suffix length in use), its port, and its masked source address per
+//     prefix length in use, and evaluates only the rules found there plus
+//     the rest (presence patterns, not-only fields, empty rules), which it
 //     scans. Policies written the usual way therefore cost a few map
 //     lookups whatever their number; the scan is the worst case
 //     (BenchmarkDecide/unindexed-1000).
@@ -41,8 +42,8 @@ type ruleRef struct {
 // group is one action's rules in a view.
 type group struct {
 	policies    int // policies of this action that apply (with rules or not)
-	byPrincipal map[string][]ruleRef
-	byNS        map[string][]ruleRef
+	byPrincipal strIndex
+	byNS        strIndex
 	byPort      map[uint16][]ruleRef
 	byIP        map[netip.Prefix][]ruleRef
 	ipBits4     []int // prefix lengths present in byIP, IPv4
@@ -63,13 +64,9 @@ func (g *group) add(p *cPolicy, ord int32) {
 		ref := ruleRef{p, r, ord}
 		switch {
 		case r.principalKeys != nil:
-			for _, k := range r.principalKeys {
-				addRef(&g.byPrincipal, k, ref)
-			}
+			g.byPrincipal.add(r.principalKeys, ref)
 		case r.nsKeys != nil:
-			for _, k := range r.nsKeys {
-				addRef(&g.byNS, k, ref)
-			}
+			g.byNS.add(r.nsKeys, ref)
 		case r.portKeys != nil:
 			for _, k := range r.portKeys {
 				addRef(&g.byPort, k, ref)
@@ -100,15 +97,13 @@ func insertBits(bits []int, b int) []int {
 // fixed order (principal, namespace, port, IP block, rest), each in policy
 // order, so the answer is deterministic for a given policy set.
 func (g *group) first(a *attrs) *cPolicy {
-	if a.principal != "" && g.byPrincipal != nil {
-		if p := firstIn(g.byPrincipal[a.principal], a); p != nil {
-			return p
-		}
+	var found *cPolicy
+	try := func(refs []ruleRef) bool {
+		found = firstIn(refs, a)
+		return found != nil
 	}
-	if a.ns != "" && g.byNS != nil {
-		if p := firstIn(g.byNS[a.ns], a); p != nil {
-			return p
-		}
+	if g.byPrincipal.visit(a.principal, try) || g.byNS.visit(a.ns, try) {
+		return found
 	}
 	if g.byPort != nil {
 		if p := firstIn(g.byPort[a.dstPort], a); p != nil {
@@ -155,12 +150,12 @@ func (g *group) all(a *attrs) []string {
 			}
 		}
 	}
-	if a.principal != "" && g.byPrincipal != nil {
-		consider(g.byPrincipal[a.principal])
+	visitAll := func(refs []ruleRef) bool {
+		consider(refs)
+		return false
 	}
-	if a.ns != "" && g.byNS != nil {
-		consider(g.byNS[a.ns])
-	}
+	g.byPrincipal.visit(a.principal, visitAll)
+	g.byNS.visit(a.ns, visitAll)
 	if g.byPort != nil {
 		consider(g.byPort[a.dstPort])
 	}
