@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/ambit-mesh/ambit/node/apis/security/v1alpha1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // mixedPolicies returns n policies that all apply to pod foo/web-1 (half of
@@ -168,17 +169,36 @@ func BenchmarkDecideParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkUpdate: compiling and swapping in 1,000 AuthorizationPolicies
-// and 100 PeerAuthentications.
+// BenchmarkUpdate: installing 1,000 AuthorizationPolicies and 100
+// PeerAuthentications, all new ("all-changed") or with one policy changed
+// since the previous Update ("one-changed", the informer case: unchanged
+// objects keep their UID and resourceVersion and are not recompiled).
 func BenchmarkUpdate(b *testing.B) {
-	aps := mixedPolicies(1000)
 	var pas []*v1alpha1.PeerAuthentication
 	for i := range 100 {
 		pas = append(pas, pa(fmt.Sprintf("ns%d/default", i), v1alpha1.MTLSStrict))
 	}
-	e := newEngine(b)
-	b.ReportAllocs()
-	for b.Loop() {
+	b.Run("all-changed", func(b *testing.B) {
+		aps := mixedPolicies(1000)
+		e := newEngine(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			e.Update(aps, pas)
+		}
+	})
+	b.Run("one-changed", func(b *testing.B) {
+		aps := mixedPolicies(1000)
+		for i, p := range aps {
+			p.UID, p.ResourceVersion = types.UID(fmt.Sprint("uid-", i)), "1"
+		}
+		e := newEngine(b)
 		e.Update(aps, pas)
-	}
+		b.ReportAllocs()
+		n := 1
+		for b.Loop() {
+			n++
+			aps[n%len(aps)].ResourceVersion = fmt.Sprint(n)
+			e.Update(aps, pas)
+		}
+	})
 }

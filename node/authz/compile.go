@@ -87,22 +87,41 @@ type ruleCompiler struct {
 	warnings []string
 }
 
+// where locates a rule element; its path is built only when an issue
+// needs it (compiling a thousand clean policies formats nothing).
+type where struct {
+	rule int
+	part string // "from", "to" or "when"
+	idx  int
+}
+
+func (w where) path(field string) string {
+	s := fmt.Sprintf("rules[%d].%s[%d]", w.rule, w.part, w.idx)
+	switch w.part {
+	case "from":
+		s += ".source"
+	case "to":
+		s += ".operation"
+	}
+	return s + field
+}
+
 func (c *ruleCompiler) issue(path, format string, args ...any) {
 	c.issues = append(c.issues, path+": "+fmt.Sprintf(format, args...))
 }
 
-func (c *ruleCompiler) l7(path string, values []string) {
+func (c *ruleCompiler) l7(at where, field string, values []string) {
 	if len(values) > 0 {
-		c.issue(path, "L7 field, not enforceable at L4")
+		c.issue(at.path(field), "L7 field, not enforceable at L4")
 	}
 }
 
-func (c *ruleCompiler) patterns(path string, values []string) []pattern {
+func (c *ruleCompiler) patterns(at where, field string, values []string) []pattern {
 	var out []pattern
 	for i, v := range values {
 		p, err := parsePattern(v)
 		if err != nil {
-			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			c.issue(fmt.Sprintf("%s[%d]", at.path(field), i), "%v", err)
 			return nil
 		}
 		out = append(out, p)
@@ -110,21 +129,21 @@ func (c *ruleCompiler) patterns(path string, values []string) []pattern {
 	return out
 }
 
-func (c *ruleCompiler) principals(path string, values []string) []pattern {
+func (c *ruleCompiler) principals(at where, field string, values []string) []pattern {
 	for i, v := range values {
 		if strings.HasPrefix(v, "spiffe://") {
-			c.warnings = append(c.warnings, fmt.Sprintf("%s[%d]: %q never matches: principals are written without \"spiffe://\"", path, i, v))
+			c.warnings = append(c.warnings, fmt.Sprintf("%s[%d]: %q never matches: principals are written without \"spiffe://\"", at.path(field), i, v))
 		}
 	}
-	return c.patterns(path, values)
+	return c.patterns(at, field, values)
 }
 
-func (c *ruleCompiler) ipBlocks(path string, values []string) []netip.Prefix {
+func (c *ruleCompiler) ipBlocks(at where, field string, values []string) []netip.Prefix {
 	var out []netip.Prefix
 	for i, v := range values {
 		p, err := parseIPBlock(v)
 		if err != nil {
-			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			c.issue(fmt.Sprintf("%s[%d]", at.path(field), i), "%v", err)
 			return nil
 		}
 		out = append(out, p)
@@ -132,12 +151,12 @@ func (c *ruleCompiler) ipBlocks(path string, values []string) []netip.Prefix {
 	return out
 }
 
-func (c *ruleCompiler) ports(path string, values []string) []uint16 {
+func (c *ruleCompiler) ports(at where, field string, values []string) []uint16 {
 	var out []uint16
 	for i, v := range values {
 		p, err := parsePort(v)
 		if err != nil {
-			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			c.issue(fmt.Sprintf("%s[%d]", at.path(field), i), "%v", err)
 			return nil
 		}
 		out = append(out, p)
@@ -145,12 +164,12 @@ func (c *ruleCompiler) ports(path string, values []string) []uint16 {
 	return out
 }
 
-func (c *ruleCompiler) serviceAccounts(path string, values []string) []serviceAccount {
+func (c *ruleCompiler) serviceAccounts(at where, field string, values []string) []serviceAccount {
 	var out []serviceAccount
 	for i, v := range values {
 		sa, err := parseServiceAccount(v, c.policyNS)
 		if err != nil {
-			c.issue(fmt.Sprintf("%s[%d]", path, i), "%v", err)
+			c.issue(fmt.Sprintf("%s[%d]", at.path(field), i), "%v", err)
 			return nil
 		}
 		out = append(out, sa)
@@ -158,69 +177,69 @@ func (c *ruleCompiler) serviceAccounts(path string, values []string) []serviceAc
 	return out
 }
 
-func (c *ruleCompiler) source(path string, s *v1alpha1.Source) cSource {
+func (c *ruleCompiler) source(at where, s *v1alpha1.Source) cSource {
 	if s == nil {
 		return cSource{}
 	}
-	c.l7(path+".requestPrincipals", s.RequestPrincipals)
-	c.l7(path+".notRequestPrincipals", s.NotRequestPrincipals)
-	c.l7(path+".remoteIpBlocks", s.RemoteIPBlocks)
-	c.l7(path+".notRemoteIpBlocks", s.NotRemoteIPBlocks)
+	c.l7(at, ".requestPrincipals", s.RequestPrincipals)
+	c.l7(at, ".notRequestPrincipals", s.NotRequestPrincipals)
+	c.l7(at, ".remoteIpBlocks", s.RemoteIPBlocks)
+	c.l7(at, ".notRemoteIpBlocks", s.NotRemoteIPBlocks)
 	return cSource{
-		principals:    c.principals(path+".principals", s.Principals),
-		notPrincipals: c.principals(path+".notPrincipals", s.NotPrincipals),
-		namespaces:    c.patterns(path+".namespaces", s.Namespaces),
-		notNamespaces: c.patterns(path+".notNamespaces", s.NotNamespaces),
-		sas:           c.serviceAccounts(path+".serviceAccounts", s.ServiceAccounts),
-		notSAs:        c.serviceAccounts(path+".notServiceAccounts", s.NotServiceAccounts),
-		ips:           c.ipBlocks(path+".ipBlocks", s.IPBlocks),
-		notIPs:        c.ipBlocks(path+".notIpBlocks", s.NotIPBlocks),
+		principals:    c.principals(at, ".principals", s.Principals),
+		notPrincipals: c.principals(at, ".notPrincipals", s.NotPrincipals),
+		namespaces:    c.patterns(at, ".namespaces", s.Namespaces),
+		notNamespaces: c.patterns(at, ".notNamespaces", s.NotNamespaces),
+		sas:           c.serviceAccounts(at, ".serviceAccounts", s.ServiceAccounts),
+		notSAs:        c.serviceAccounts(at, ".notServiceAccounts", s.NotServiceAccounts),
+		ips:           c.ipBlocks(at, ".ipBlocks", s.IPBlocks),
+		notIPs:        c.ipBlocks(at, ".notIpBlocks", s.NotIPBlocks),
 	}
 }
 
-func (c *ruleCompiler) operation(path string, o *v1alpha1.Operation) cOperation {
+func (c *ruleCompiler) operation(at where, o *v1alpha1.Operation) cOperation {
 	if o == nil {
 		return cOperation{}
 	}
-	c.l7(path+".hosts", o.Hosts)
-	c.l7(path+".notHosts", o.NotHosts)
-	c.l7(path+".methods", o.Methods)
-	c.l7(path+".notMethods", o.NotMethods)
-	c.l7(path+".paths", o.Paths)
-	c.l7(path+".notPaths", o.NotPaths)
+	c.l7(at, ".hosts", o.Hosts)
+	c.l7(at, ".notHosts", o.NotHosts)
+	c.l7(at, ".methods", o.Methods)
+	c.l7(at, ".notMethods", o.NotMethods)
+	c.l7(at, ".paths", o.Paths)
+	c.l7(at, ".notPaths", o.NotPaths)
 	return cOperation{
-		ports:    c.ports(path+".ports", o.Ports),
-		notPorts: c.ports(path+".notPorts", o.NotPorts),
+		ports:    c.ports(at, ".ports", o.Ports),
+		notPorts: c.ports(at, ".notPorts", o.NotPorts),
 	}
 }
 
 // condition returns ok=false when the condition cannot be enforced at all
 // (unknown or L7 key, no values); it is then left out of the rule.
-func (c *ruleCompiler) condition(path string, w v1alpha1.Condition) (cCondition, bool) {
+func (c *ruleCompiler) condition(at where, w v1alpha1.Condition) (cCondition, bool) {
 	key, known := condKeys[w.Key]
 	if !known {
-		c.issue(path, "condition key %q is L7 or unsupported, not enforceable at L4", w.Key)
+		c.issue(at.path(""), "condition key %q is L7 or unsupported, not enforceable at L4", w.Key)
 		return cCondition{}, false
 	}
 	if len(w.Values) == 0 && len(w.NotValues) == 0 {
-		c.issue(path, "condition %q has neither values nor notValues", w.Key)
+		c.issue(at.path(""), "condition %q has neither values nor notValues", w.Key)
 		return cCondition{}, false
 	}
 	cc := cCondition{key: key}
 	before := len(c.issues)
 	switch key {
 	case condSourceIP, condDestinationIP:
-		cc.ips = c.ipBlocks(path+".values", w.Values)
-		cc.notIPs = c.ipBlocks(path+".notValues", w.NotValues)
+		cc.ips = c.ipBlocks(at, ".values", w.Values)
+		cc.notIPs = c.ipBlocks(at, ".notValues", w.NotValues)
 	case condDestinationPort:
-		cc.ports = c.ports(path+".values", w.Values)
-		cc.notPorts = c.ports(path+".notValues", w.NotValues)
+		cc.ports = c.ports(at, ".values", w.Values)
+		cc.notPorts = c.ports(at, ".notValues", w.NotValues)
 	case condSourcePrincipal:
-		cc.strs = c.principals(path+".values", w.Values)
-		cc.notStrs = c.principals(path+".notValues", w.NotValues)
+		cc.strs = c.principals(at, ".values", w.Values)
+		cc.notStrs = c.principals(at, ".notValues", w.NotValues)
 	default:
-		cc.strs = c.patterns(path+".values", w.Values)
-		cc.notStrs = c.patterns(path+".notValues", w.NotValues)
+		cc.strs = c.patterns(at, ".values", w.Values)
+		cc.notStrs = c.patterns(at, ".notValues", w.NotValues)
 	}
 	if len(c.issues) != before {
 		return cCondition{}, false // a bad value: the condition goes as a whole
@@ -230,17 +249,17 @@ func (c *ruleCompiler) condition(path string, w v1alpha1.Condition) (cCondition,
 }
 
 // compileRule returns nil when the rule is dropped.
-func (c *ruleCompiler) rule(path string, r *v1alpha1.Rule) *cRule {
+func (c *ruleCompiler) rule(ri int, r *v1alpha1.Rule) *cRule {
 	before := len(c.issues)
 	out := &cRule{}
 	for i := range r.From {
-		out.from = append(out.from, c.source(fmt.Sprintf("%s.from[%d].source", path, i), r.From[i].Source))
+		out.from = append(out.from, c.source(where{ri, "from", i}, r.From[i].Source))
 	}
 	for i := range r.To {
-		out.to = append(out.to, c.operation(fmt.Sprintf("%s.to[%d].operation", path, i), r.To[i].Operation))
+		out.to = append(out.to, c.operation(where{ri, "to", i}, r.To[i].Operation))
 	}
 	for i := range r.When {
-		if cc, ok := c.condition(fmt.Sprintf("%s.when[%d]", path, i), r.When[i]); ok {
+		if cc, ok := c.condition(where{ri, "when", i}, r.When[i]); ok {
 			out.when = append(out.when, cc)
 		}
 	}
@@ -248,6 +267,7 @@ func (c *ruleCompiler) rule(path string, r *v1alpha1.Rule) *cRule {
 		out.setIndexKeys()
 		return out
 	}
+	path := fmt.Sprintf("rules[%d]", ri)
 	found := strings.Join(c.issues[before:], "; ")
 	c.issues = c.issues[:before]
 	if c.reduce {
@@ -292,7 +312,7 @@ func compileAuthorizationPolicy(p *v1alpha1.AuthorizationPolicy) (*cPolicy, Poli
 	}
 	c := ruleCompiler{policyNS: p.Namespace, reduce: cp.action == v1alpha1.ActionDeny}
 	for i := range p.Spec.Rules {
-		if r := c.rule(fmt.Sprintf("rules[%d]", i), &p.Spec.Rules[i]); r != nil {
+		if r := c.rule(i, &p.Spec.Rules[i]); r != nil {
 			cp.rules = append(cp.rules, r)
 		}
 	}

@@ -43,10 +43,19 @@ type Engine struct {
 	root     string
 	maxViews int
 
-	mu   sync.Mutex // serializes Update
-	snap atomic.Pointer[snapshot]
+	mu    sync.Mutex // serializes Update, guards cache
+	snap  atomic.Pointer[snapshot]
+	cache map[string]compiledEntry // by namespace/name
 
 	updates, policies, partial, notAccepted, nilSkipped atomic.Uint64
+}
+
+// compiledEntry remembers a compiled policy by the object version it came
+// from, so an Update recompiles only what changed.
+type compiledEntry struct {
+	uid, resourceVersion string
+	cp                   *cPolicy
+	rep                  PolicyReport
 }
 
 // New returns an Engine with no policies (every connection allowed, mTLS
@@ -80,13 +89,14 @@ func (e *Engine) Update(aps []*v1alpha1.AuthorizationPolicy, pas []*v1alpha1.Pee
 
 	compiled := make([]*cPolicy, 0, len(aps))
 	seen := make(map[string]bool, len(aps))
+	cache := make(map[string]compiledEntry, len(aps))
 	for _, p := range aps {
 		if p == nil {
 			e.nilSkipped.Add(1)
 			e.log.Error("authz: nil AuthorizationPolicy passed to Update, skipped")
 			continue
 		}
-		cp, rep := compileAuthorizationPolicy(p)
+		cp, rep := e.compile(p, cache)
 		if seen[cp.key] {
 			rep.Accepted, rep.Reason = false, ReasonSuperseded
 			rep.Message = "another object with the same namespace/name was passed first"
@@ -128,6 +138,7 @@ func (e *Engine) Update(aps []*v1alpha1.AuthorizationPolicy, pas []*v1alpha1.Pee
 	}
 	paIdx := buildPAIndex(cpas, paReports, e.root)
 
+	e.cache = cache
 	old := e.snap.Load()
 	e.snap.Store(&snapshot{
 		generation: old.generation + 1,
@@ -153,6 +164,31 @@ func (e *Engine) Update(aps []*v1alpha1.AuthorizationPolicy, pas []*v1alpha1.Pee
 		}
 	}
 	return reports
+}
+
+// compile returns the policy compiled, reusing the previous Update's result
+// when the object is the same version (same UID and resourceVersion; objects
+// without a resourceVersion are always compiled). The new cache gets the
+// entry.
+func (e *Engine) compile(p *v1alpha1.AuthorizationPolicy, next map[string]compiledEntry) (*cPolicy, PolicyReport) {
+	key := p.Namespace + "/" + p.Name
+	if p.ResourceVersion != "" {
+		if c, ok := e.cache[key]; ok && c.uid == string(p.UID) && c.resourceVersion == p.ResourceVersion {
+			next[key] = c
+			rep := c.rep
+			rep.Issues, rep.Warnings = slices.Clone(rep.Issues), slices.Clone(rep.Warnings)
+			return c.cp, rep
+		}
+	}
+	cp, rep := compileAuthorizationPolicy(p)
+	if p.ResourceVersion != "" {
+		if _, dup := next[key]; !dup {
+			stored := rep
+			stored.Issues, stored.Warnings = slices.Clone(rep.Issues), slices.Clone(rep.Warnings)
+			next[key] = compiledEntry{uid: string(p.UID), resourceVersion: p.ResourceVersion, cp: cp, rep: stored}
+		}
+	}
+	return cp, rep
 }
 
 // Generation counts Updates; it changes whenever the policy set may have.

@@ -198,3 +198,38 @@ func TestConcurrentDecideAndUpdate(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func TestUpdateReusesUnchangedPolicies(t *testing.T) {
+	e := newEngine(t)
+	p := allow("foo/p", and(src(v1alpha1.Source{Principals: ss(prodWeb)}), op(v1alpha1.Operation{Methods: ss("GET")})))
+	p.UID, p.ResourceVersion = "uid-1", "10"
+	first := e.Update([]*v1alpha1.AuthorizationPolicy{p}, nil)
+	cp := e.snap.Load().byNS["foo"].all[0]
+	first[0].Issues[0] = "mutated by the caller"
+
+	again := e.Update([]*v1alpha1.AuthorizationPolicy{p}, nil)
+	if e.snap.Load().byNS["foo"].all[0] != cp {
+		t.Fatal("unchanged policy was recompiled")
+	}
+	if len(again[0].Issues) != 1 || !strings.Contains(again[0].Issues[0], "rule dropped") {
+		t.Fatalf("cached report %+v (a caller's mutation must not reach the cache)", again[0])
+	}
+
+	// A new resourceVersion (or a new object under the same name) is
+	// compiled afresh and takes effect.
+	q := allow("foo/p", src(v1alpha1.Source{Principals: ss(prodWeb)}))
+	q.UID, q.ResourceVersion = "uid-1", "11"
+	e.Update([]*v1alpha1.AuthorizationPolicy{q}, nil)
+	if e.snap.Load().byNS["foo"].all[0] == cp {
+		t.Fatal("changed policy was not recompiled")
+	}
+	if d := e.Decide(request(mtlsFrom(prodWeb))); !d.Allow {
+		t.Fatalf("after the change: %v", d)
+	}
+	r := allow("foo/p")
+	r.UID, r.ResourceVersion = "uid-2", "11"
+	e.Update([]*v1alpha1.AuthorizationPolicy{r}, nil)
+	if d := e.Decide(request(mtlsFrom(prodWeb))); d.Allow {
+		t.Fatalf("recreated object with the same resourceVersion but a new UID was not recompiled: %v", d)
+	}
+}
