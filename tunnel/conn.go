@@ -299,6 +299,7 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 	}
 	s.recvAvail -= n
 	free := n - int64(len(data)) // padding is consumed at once
+	quiet := false
 	switch {
 	case s.readerGone:
 		free = n
@@ -314,6 +315,10 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 		free += int64(written)
 		c.mu.Lock()
 		s.directBusy = false
+		// All delivered and nothing else to report: the splice stays parked
+		// (or detached) and need not be woken.
+		quiet = s.sinkErr == nil && !s.noDirect && !f.StreamEnded() && s.resetErr == nil && !s.localClosed
+		s.sinkParked = quiet
 	case len(data) > 0:
 		s.rq.push(data)
 	}
@@ -322,7 +327,9 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 	}
 	finished := s.finishedLocked()
 	c.mu.Unlock()
-	s.signalRead()
+	if !quiet {
+		s.signalRead()
+	}
 	if free > 0 {
 		c.credit(s, free)
 	}

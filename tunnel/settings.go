@@ -26,11 +26,13 @@ type Settings struct {
 	// list. Default 16 KiB.
 	MaxHeaderListSize uint32
 	// CopyBufferSize is the pooled buffer a splice reads into while bytes
-	// flow. Default 32 KiB.
+	// flow. Default 64 KiB (a frame of 64 KiB - 9 payload fills four TLS
+	// records exactly).
 	CopyBufferSize int
 	// IdleReadSize is the small per-direction buffer a splice waits on while
 	// a connection is quiet, so idle connections hold no pooled buffer.
-	// Default 512 bytes; negative disables it (always use the big buffer).
+	// Default 2 KiB (a 1 KiB request/response fits one read and one frame);
+	// negative disables it (always use the big buffer).
 	IdleReadSize int
 	// WriteTimeout bounds one write to the tunnel connection; a peer that
 	// stops reading for this long loses its connection. Default 30 s.
@@ -57,8 +59,8 @@ const (
 	DefaultMaxConcurrentStreams = 200
 	DefaultMaxStreamsPerConn    = 100
 	DefaultMaxHeaderListSize    = 16 << 10
-	DefaultCopyBufferSize       = 32 << 10
-	DefaultIdleReadSize         = 512
+	DefaultCopyBufferSize       = 64 << 10
+	DefaultIdleReadSize         = 2048
 	DefaultWriteTimeout         = 30 * time.Second
 	DefaultKeepaliveInterval    = 10 * time.Second
 	DefaultKeepaliveTimeout     = 20 * time.Second

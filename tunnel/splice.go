@@ -30,20 +30,51 @@ func Splice(ctx context.Context, a, b net.Conn, set Settings) (aToB, bToA int64,
 	stop := context.AfterFunc(ctx, abortBoth)
 	defer stop()
 
-	var abErr error
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	type result struct {
+		n   int64
+		err error
+	}
+	// A stream -> socket direction runs detached (see Stream.spliceTo): an
+	// idle spliced connection keeps one goroutine, not two.
+	var abErr, baErr error
+	res := make(chan result, 1)
+	finish := func(n int64, err error) {
+		if err != nil {
+			abortBoth()
+		}
+		res <- result{n, err}
+	}
+	sa, aStream := a.(*Stream)
+	sb, bStream := b.(*Stream)
+	switch {
+	case aStream && !bStream:
+		sa.spliceTo(b, finish)
+		bToA, baErr = pipe(a, b, set)
+		if baErr != nil {
+			abortBoth()
+		}
+		r := <-res
+		aToB, abErr = r.n, r.err
+	case bStream && !aStream:
+		sb.spliceTo(a, finish)
 		aToB, abErr = pipe(b, a, set)
 		if abErr != nil {
 			abortBoth()
 		}
-	}()
-	bToA, baErr := pipe(a, b, set)
-	if baErr != nil {
-		abortBoth()
+		r := <-res
+		bToA, baErr = r.n, r.err
+	default:
+		go func() {
+			n, err := pipe(b, a, set)
+			finish(n, err)
+		}()
+		bToA, baErr = pipe(a, b, set)
+		if baErr != nil {
+			abortBoth()
+		}
+		r := <-res
+		aToB, abErr = r.n, r.err
 	}
-	<-done
 	_ = a.Close()
 	_ = b.Close()
 	err = abErr
@@ -61,8 +92,6 @@ func pipe(dst, src net.Conn, set Settings) (int64, error) {
 	var n int64
 	var err error
 	switch {
-	case isStream(src) && !isStream(dst):
-		n, err = src.(*Stream).writeTo(dst, dst)
 	case isStream(src):
 		n, err = src.(*Stream).WriteTo(dst)
 	case isStream(dst):

@@ -2,11 +2,11 @@ package tunnel
 
 import (
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -54,6 +54,7 @@ type Stream struct {
 	directBusy bool
 	noDirect   bool
 	sinkErr    error
+	resume     atomic.Pointer[func()] // set while a splice is detached
 }
 
 func newStream(c *conn) *Stream {
@@ -68,7 +69,13 @@ func newStream(c *conn) *Stream {
 	}
 }
 
+// signalRead wakes the stream's reader: a detached splice (see spliceTo)
+// is resumed on a new goroutine, a parked one is signalled.
 func (s *Stream) signalRead() {
+	if fn := s.resume.Swap(nil); fn != nil {
+		go (*fn)()
+		return
+	}
 	select {
 	case s.readReady <- struct{}{}:
 	default:
@@ -150,13 +157,40 @@ func (s *Stream) Read(p []byte) (int, error) {
 // WriteTo writes received bytes to w straight from the receive queue, with
 // no copy buffer (io.Copy uses it).
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
-	return s.writeTo(w, nil)
+	return s.writeTo(w, nil, nil)
+}
+
+var errDetached = errors.New("splice detached")
+
+// spliceTo copies the stream to dst (half-closing dst at the end) without
+// keeping a goroutine while the stream is quiet: when nothing is queued it
+// detaches, the read loop delivers DATA straight to dst, and anything else
+// (queued bytes, END_STREAM, a reset, Close) resumes the copy on a new
+// goroutine. done is called once with the bytes copied and the error.
+func (s *Stream) spliceTo(dst net.Conn, done func(int64, error)) {
+	start := s.nread.Load()
+	var run func()
+	run = func() {
+		_, err := s.writeTo(dst, dst, run)
+		if errors.Is(err, errDetached) {
+			return
+		}
+		if err == nil {
+			if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+				if cerr := cw.CloseWrite(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+					err = cerr
+				}
+			}
+		}
+		done(s.nread.Load()-start, err)
+	}
+	go run()
 }
 
 // writeTo is WriteTo; with a non-nil sink (w itself, a net.Conn owned by
 // Splice) it lets the read loop write to it directly while this goroutine
 // is parked.
-func (s *Stream) writeTo(w io.Writer, sink net.Conn) (int64, error) {
+func (s *Stream) writeTo(w io.Writer, sink net.Conn, resume func()) (int64, error) {
 	c := s.c
 	start := s.nread.Load()
 	for {
@@ -197,9 +231,14 @@ func (s *Stream) writeTo(w io.Writer, sink net.Conn) (int64, error) {
 			c.mu.Unlock()
 			return s.nread.Load() - start, net.ErrClosed
 		}
-		parked := sink != nil && !s.noDirect && !testNoDirect
+		parked := sink != nil && !s.noDirect
 		if parked {
 			s.sink, s.sinkParked = sink, true
+			if resume != nil {
+				s.resume.Store(&resume)
+				c.mu.Unlock()
+				return s.nread.Load() - start, errDetached
+			}
 		}
 		c.mu.Unlock()
 		var err error
@@ -289,7 +328,99 @@ func (s *Stream) Write(p []byte) (int, error) {
 // Settings.CopyBufferSize buffer and gives it back when r drains, so an
 // idle connection holds no copy buffer.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	return copyAdaptive(s, r, s.c.set)
+	return s.readFrom(r)
+}
+
+// frameHeaderLen is the size of an HTTP/2 frame header.
+const frameHeaderLen = 9
+
+// writeInPlace sends buf[off:off+n] as DATA frames, writing each frame's
+// header into the bytes just before its payload (off >= 9; bytes before a
+// later frame were already sent), so payload is never copied and a frame
+// of a 32 KiB buffer fills exactly two TLS records.
+func (s *Stream) writeInPlace(buf []byte, off, n int) (int, error) {
+	written := 0
+	for n > 0 {
+		k, err := s.reserve(n)
+		if err != nil {
+			return written, err
+		}
+		h := buf[off-frameHeaderLen : off]
+		h[0], h[1], h[2] = byte(k>>16), byte(k>>8), byte(k)
+		h[3], h[4] = byte(http2.FrameData), 0
+		binary.BigEndian.PutUint32(h[5:], s.id&(1<<31-1))
+		frame := buf[off-frameHeaderLen : off+k]
+		err = s.c.writeFrame(func(*http2.Framer) error {
+			if s.rstSent || s.endSent {
+				return nil
+			}
+			_, err := s.c.nc.Write(frame)
+			return err
+		})
+		if err != nil {
+			return written, err
+		}
+		written += k
+		s.nwritten.Add(int64(k))
+		off += k
+		n -= k
+	}
+	s.c.mu.Lock()
+	err := s.resetErr
+	s.c.mu.Unlock()
+	return written, err
+}
+
+// readFrom is copyAdaptive specialised for a stream destination: reads
+// land 9 bytes into the buffer so frames are written in place.
+func (s *Stream) readFrom(r io.Reader) (int64, error) {
+	set := s.c.set
+	var small []byte
+	if set.IdleReadSize > 0 {
+		small = make([]byte, frameHeaderLen+set.IdleReadSize)
+	}
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			putCopyBuf(set.CopyBufferSize, big)
+		}
+	}()
+	var total int64
+	for {
+		var buf []byte
+		switch {
+		case big != nil:
+			buf = *big
+		case small != nil:
+			buf = small
+		default:
+			big = getCopyBuf(set.CopyBufferSize)
+			buf = *big
+		}
+		n, rerr := r.Read(buf[frameHeaderLen:])
+		if n > 0 {
+			w, werr := s.writeInPlace(buf, frameHeaderLen, n)
+			total += int64(w)
+			if werr != nil {
+				return total, werr
+			}
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				return total, nil
+			}
+			return total, rerr
+		}
+		if small != nil {
+			room := len(buf) - frameHeaderLen
+			if big == nil && n == room {
+				big = getCopyBuf(set.CopyBufferSize)
+			} else if big != nil && n < room/2 {
+				putCopyBuf(set.CopyBufferSize, big)
+				big = nil
+			}
+		}
+	}
 }
 
 // CloseWrite sends END_STREAM: the destination sees FIN after the bytes
@@ -476,4 +607,3 @@ func (s *Stream) ConnectionState() tls.ConnectionState {
 	return s.c.tc.ConnectionState()
 }
 
-var testNoDirect = os.Getenv("TUNNEL_NODIRECT") != ""
