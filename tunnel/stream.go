@@ -606,4 +606,3 @@ func (s *Stream) ConnectionState() tls.ConnectionState {
 	}
 	return s.c.tc.ConnectionState()
 }
-
