@@ -335,7 +335,8 @@ var _ = context.Background
 
 // BenchmarkRatio alternates short blocks of the mTLS splice and HBONE on
 // the same machine state and reports the median HBONE/mTLS ratio of RTT
-// p50 and of 1-stream throughput: on a shared, loaded machine the ratio of
+// p50 and of 1- and 8-stream throughput (and of the CPU time each
+// used): on a shared, loaded machine the ratio of
 // interleaved blocks is far steadier than absolute figures.
 func BenchmarkRatio(b *testing.B) {
 	set := tuneSettings()
@@ -377,10 +378,39 @@ func BenchmarkRatio(b *testing.B) {
 		c.Close()
 		return total / time.Since(t0).Seconds()
 	}
+	tput8Block := func(ap netip.AddrPort) float64 {
+		t0 := time.Now()
+		var wg sync.WaitGroup
+		var bytes float64
+		var mu sync.Mutex
+		for i := 0; i < 8; i++ {
+			c := dialTCP(b, ap)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				buf := make([]byte, 32<<10)
+				const total = 8 << 20
+				for sent := 0; sent < total; sent += len(buf) {
+					if _, err := c.Write(buf); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				_ = c.CloseWrite()
+				_, _ = io.ReadAll(c)
+				c.Close()
+				mu.Lock()
+				bytes += total
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return bytes / time.Since(t0).Seconds()
+	}
 	hc, mc := dialTCP(b, echoH), dialTCP(b, echoM)
 	defer hc.Close()
 	defer mc.Close()
-	var rtt, tput, rttCPU, tputCPU []float64
+	var rtt, tput, rttCPU, tputCPU, tput8, tput8CPU []float64
 	for i := 0; i < b.N; i++ {
 		for r := 0; r < 5; r++ {
 			c0 := cpuTime()
@@ -397,6 +427,13 @@ func BenchmarkRatio(b *testing.B) {
 			c2 = cpuTime()
 			tput = append(tput, h/mm)
 			tputCPU = append(tputCPU, float64(c1-c0)/float64(c2-c1))
+			c0 = cpuTime()
+			h = tput8Block(sinkH)
+			c1 = cpuTime()
+			mm = tput8Block(sinkM)
+			c2 = cpuTime()
+			tput8 = append(tput8, h/mm)
+			tput8CPU = append(tput8CPU, float64(c1-c0)/float64(c2-c1))
 		}
 	}
 	med := func(v []float64) float64 { slices.Sort(v); return v[len(v)/2] }
@@ -404,6 +441,8 @@ func BenchmarkRatio(b *testing.B) {
 	b.ReportMetric(med(tput), "tput1-ratio")
 	b.ReportMetric(med(rttCPU), "rtt-cpu-ratio")
 	b.ReportMetric(med(tputCPU), "tput1-cpu-ratio")
+	b.ReportMetric(med(tput8), "tput8-ratio")
+	b.ReportMetric(med(tput8CPU), "tput8-cpu-ratio")
 }
 
 // cpuTime is the process's user+system CPU time.
