@@ -59,18 +59,25 @@ type AuthorizationPolicySpec struct {
 	// No rules: the policy never matches (for ALLOW this denies everything
 	// the policy selects, since an ALLOW policy now applies).
 	// +optional
+	// +kubebuilder:validation:MaxItems=512
 	Rules []Rule `json:"rules,omitempty"`
 }
 
 // Rule matches when at least one From, at least one To and every When
 // matches. An absent list does not constrain; an empty rule matches every
 // connection.
+//
+// The item limits exist so that the API server can bound the cost of the
+// CEL validations; they are far above what real policies use.
 type Rule struct {
 	// +optional
+	// +kubebuilder:validation:MaxItems=512
 	From []RuleFrom `json:"from,omitempty"`
 	// +optional
+	// +kubebuilder:validation:MaxItems=512
 	To []RuleTo `json:"to,omitempty"`
 	// +optional
+	// +kubebuilder:validation:MaxItems=512
 	When []Condition `json:"when,omitempty"`
 }
 
