@@ -185,6 +185,7 @@ func TestCRDsAreStructural(t *testing.T) {
 		}
 		schema := v["schema"].(map[any]any)["openAPIV3Schema"].(map[any]any)
 		checkStructural(t, file, "", schema)
+		checkCELBounded(t, file, "", schema)
 	}
 }
 
@@ -204,4 +205,26 @@ func checkStructural(t *testing.T, file, path string, node map[any]any) {
 	if ap, ok := node["additionalProperties"].(map[any]any); ok {
 		checkStructural(t, file, path+"{}", ap)
 	}
+}
+
+// checkCELBounded: an array whose items carry CEL rules must declare
+// maxItems, or the API server's cost estimate rejects the CRD (found by
+// applying the CRDs to a real kube-apiserver).
+func checkCELBounded(t *testing.T, file, path string, node map[any]any) (hasCEL bool) {
+	t.Helper()
+	_, hasCEL = node["x-kubernetes-validations"]
+	if props, ok := node["properties"].(map[any]any); ok {
+		for name, sub := range props {
+			if checkCELBounded(t, file, path+"."+name.(string), sub.(map[any]any)) {
+				hasCEL = true
+			}
+		}
+	}
+	if items, ok := node["items"].(map[any]any); ok && checkCELBounded(t, file, path+"[]", items) {
+		hasCEL = true
+		if _, bounded := node["maxItems"]; !bounded {
+			t.Errorf("%s: %s holds CEL rules but has no maxItems", file, path)
+		}
+	}
+	return hasCEL
 }
