@@ -62,6 +62,8 @@ type envOpt struct {
 	app      func(net.Conn) // upstream behaviour; default echo with half-close
 	srvDial  func(ctx context.Context, dst netip.AddrPort) (net.Conn, error)
 	v6       bool
+	logger   *slog.Logger // server logger; default testLogger
+	hooks    Hooks        // client hooks
 }
 
 func newEnv(t testing.TB, o envOpt) *env {
@@ -78,6 +80,9 @@ func newEnv(t testing.TB, o envOpt) *env {
 	}
 	if o.app == nil {
 		o.app = echoApp
+	}
+	if o.logger == nil {
+		o.logger = testLogger(t)
 	}
 	appLn, err := net.Listen("tcp", netip.AddrPortFrom(e.loop, 0).String())
 	if err != nil {
@@ -107,7 +112,7 @@ func newEnv(t testing.TB, o envOpt) *env {
 		}
 	}
 	e.srv, err = NewServer(ServerConfig{
-		SVIDs: e.srvSVIDs, Bundles: e.bundles, Authorizer: o.authz, Logger: testLogger(t), Settings: o.settings,
+		SVIDs: e.srvSVIDs, Bundles: e.bundles, Authorizer: o.authz, Logger: o.logger, Settings: o.settings,
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			e.upDials.Add(1)
 			return dial(ctx, dst)
@@ -136,7 +141,7 @@ func newEnv(t testing.TB, o envOpt) *env {
 		_ = e.srv.Serve(ctx, ln, Workload{ID: dstID, Addrs: []netip.Addr{e.loop}})
 	}()
 	e.cli, err = NewClient(ClientConfig{
-		SVIDs: e.cliSVIDs, Bundles: e.bundles, Logger: testLogger(t), Settings: o.settings, IdleTimeout: o.idle,
+		SVIDs: e.cliSVIDs, Bundles: e.bundles, Logger: testLogger(t), Settings: o.settings, IdleTimeout: o.idle, Hooks: o.hooks,
 		Dial: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
 			e.tunDials.Add(1)
 			var d net.Dialer
