@@ -65,14 +65,14 @@ func prefixPolicies(n int) []*v1alpha1.AuthorizationPolicy {
 	return out
 }
 
-// unindexedPolicies: n ALLOW policies whose only constraint is a when
-// condition, which no index family covers: the worst case, every decision
-// scans them all.
+// unindexedPolicies: n ALLOW policies whose only constraint is a
+// destination.ip condition, which no index family covers: the worst case,
+// every decision scans them all.
 func unindexedPolicies(n int) []*v1alpha1.AuthorizationPolicy {
 	out := make([]*v1alpha1.AuthorizationPolicy, 0, n)
 	for i := range n {
 		out = append(out, allow(fmt.Sprintf("foo/when%04d", i),
-			when(v1alpha1.Condition{Key: "source.ip", Values: ss(fmt.Sprintf("172.%d.%d.0/24", 16+i/256, i%256))})))
+			when(v1alpha1.Condition{Key: "destination.ip", Values: ss(fmt.Sprintf("172.%d.%d.0/24", 16+i/256, i%256))})))
 	}
 	return out
 }
@@ -109,7 +109,7 @@ func TestBenchmarkFixturesApply(t *testing.T) {
 	if len(v.allow.rest) != 1000 {
 		t.Fatalf("%d rules in the scanned rest, want 1000", len(v.allow.rest))
 	}
-	if d := e.Decide(request(plaintext(), srcIP("172.19.231.9"))); !d.Allow || d.Policy != "foo/when0999" {
+	if d := e.Decide(request(plaintext(), dstIP("172.19.231.9"))); !d.Allow || d.Policy != "foo/when0999" {
 		t.Fatalf("last when: %v", d)
 	}
 }

@@ -221,6 +221,13 @@ func authzCases() []decideCase {
 		{name: "when destination.port", aps: []*v1alpha1.AuthorizationPolicy{allow("foo/p",
 			when(v1alpha1.Condition{Key: "destination.port", Values: ss("8080")}))},
 			req: request(plaintext()), allow: true, reason: ReasonAllowPolicy, policy: "foo/p"},
+		{name: "when-keyed rules: principal, namespace, port and IP conditions",
+			aps: []*v1alpha1.AuthorizationPolicy{
+				allow("foo/a", when(v1alpha1.Condition{Key: "source.principal", Values: ss("*/sa/nope")})),
+				allow("foo/b", when(v1alpha1.Condition{Key: "source.namespace", Values: ss("pro*")}, v1alpha1.Condition{Key: "destination.port", Values: ss("1")})),
+				allow("foo/c", when(v1alpha1.Condition{Key: "destination.port", Values: ss("9090", "8080")}, v1alpha1.Condition{Key: "source.ip", NotValues: ss("10.1.0.5")})),
+				allow("foo/d", when(v1alpha1.Condition{Key: "source.ip", Values: ss("10.1.0.0/16")}))},
+			req: request(mtlsFrom(prodWeb)), allow: true, reason: ReasonAllowPolicy, policy: "foo/d"},
 		{name: "all when conditions must hold", aps: []*v1alpha1.AuthorizationPolicy{allow("foo/p",
 			when(v1alpha1.Condition{Key: "destination.port", Values: ss("8080")}, v1alpha1.Condition{Key: "source.namespace", Values: ss("prod")}))},
 			req: request(mtlsFrom(devWeb)), reason: ReasonNoAllowMatch},

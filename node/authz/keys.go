@@ -40,9 +40,14 @@ func (k *strKeys) compact() *strKeys {
 // setIndexKeys picks the first family that describes the rule: principal,
 // namespace, port, IP block. A family describes it when every entry of
 // from (or to, for ports) constrains that attribute positively with
-// keyable values.
+// keyable values, or when one of its when conditions does (conditions are
+// ANDed, so any one with values is a requirement).
 func (r *cRule) setIndexKeys() {
 	if k, ok := r.sourceKeys(func(s *cSource, k *strKeys) bool { return addPatterns(k, s.principals) }); ok {
+		r.principalKeys = k
+		return
+	}
+	if k, ok := r.whenStrKeys(condSourcePrincipal); ok {
 		r.principalKeys = k
 		return
 	}
@@ -61,22 +66,65 @@ func (r *cRule) setIndexKeys() {
 		r.nsKeys = k
 		return
 	}
+	if k, ok := r.whenStrKeys(condSourceNamespace); ok {
+		r.nsKeys = k
+		return
+	}
 	if ports, ok := r.exactPorts(); ok {
 		r.portKeys = ports
 		return
 	}
-	if len(r.from) == 0 {
+	for i := range r.when {
+		if c := &r.when[i]; c.key == condDestinationPort && c.hasValues {
+			r.portKeys = slices.Compact(slices.Sorted(slices.Values(c.ports)))
+			return
+		}
+	}
+	if ips, ok := r.sourceIPs(); ok {
+		r.ipKeys = ips
 		return
+	}
+	for i := range r.when {
+		if c := &r.when[i]; c.key == condSourceIP && c.hasValues {
+			r.ipKeys = compactPrefixes(slices.Clone(c.ips))
+			return
+		}
+	}
+}
+
+func (r *cRule) sourceIPs() ([]netip.Prefix, bool) {
+	if len(r.from) == 0 {
+		return nil, false
 	}
 	var ips []netip.Prefix
 	for i := range r.from {
 		if len(r.from[i].ips) == 0 {
-			return
+			return nil, false
 		}
 		ips = append(ips, r.from[i].ips...)
 	}
+	return compactPrefixes(ips), true
+}
+
+func compactPrefixes(ips []netip.Prefix) []netip.Prefix {
 	slices.SortFunc(ips, func(a, b netip.Prefix) int { return a.Compare(b) })
-	r.ipKeys = slices.Compact(ips)
+	return slices.Compact(ips)
+}
+
+// whenStrKeys keys the rule by the first condition on key with keyable
+// values.
+func (r *cRule) whenStrKeys(key condKey) (*strKeys, bool) {
+	for i := range r.when {
+		c := &r.when[i]
+		if c.key != key || !c.hasValues {
+			continue
+		}
+		k := &strKeys{}
+		if addPatterns(k, c.strs) {
+			return k.compact(), true
+		}
+	}
+	return nil, false
 }
 
 // addPatterns adds every pattern of a positive field; false if the field is
