@@ -54,12 +54,39 @@
 //     identity; DISABLE accepts plaintext like PERMISSIVE, since ambit
 //     still accepts HBONE).
 //
-// # Cost
+// # Cost, and what measurement changed
 //
-// Applicable policies are resolved once per workload and snapshot and
-// cached; within them rules are indexed by exact principal, namespace and
-// port (index.go). BenchmarkDecide measures a decision with 1,000 policies
-// applying to the workload; figures and the command are in the benchmark's
-// doc comment. Update compiles everything and swaps an immutable snapshot
-// (atomic pointer), so readers never lock.
+// The first version evaluated every applicable policy per decision: with
+// 1,000 policies applying to one workload a decision took ~10 us (loaded
+// machine), five times the 2 us target. Now (index.go):
+//   - the applicable policies are resolved once per snapshot and label set
+//     and cached (a view, shared by the replicas of a Deployment);
+//   - rules are filed by a required attribute (principal or namespace,
+//     exact/prefix/suffix; port; source IP block), taken from from/to or
+//     from a when condition, so a decision probes a few maps instead of
+//     scanning; only rules with none of these (destination.ip-only,
+//     not-only, presence-only, empty) are scanned;
+//   - the principal string is the SPIFFE ID's stored string minus the
+//     scheme, so Decide allocates nothing.
+//
+// Measured with
+//
+//	go test -run '^$' -bench . -benchmem ./node/authz/
+//
+// on the 2-core build machine while other jobs ran (load average 5-6), so
+// the figures are upper bounds:
+//
+//	Decide, 1,000 mixed policies applying (principal/namespace/
+//	  serviceAccount/port/IP/DENY rules), allowed or denied   0.2-0.45 us, 0 allocs
+//	Decide, 1,000 principal-prefix policies, no match         0.22 us
+//	Decide, 1,000 IP-block policies, no match                 0.20 us
+//	Decide, 1,000 unindexable (destination.ip-only) policies  13-18 us (worst case: scan)
+//	first decision per label set after an Update (view)       ~0.4 ms
+//	Update, 1,000 AuthorizationPolicies + 100 PeerAuthentications:
+//	  all changed 2.5-2.8 ms; one changed ~1 ms (unchanged objects, same
+//	  UID and resourceVersion, are not recompiled)
+//
+// Update compiles into a new immutable snapshot and swaps an atomic
+// pointer, so readers never lock and see either the old or the new policy
+// set, never a mix.
 package authz

@@ -34,6 +34,7 @@ type Stats struct {
 	PartiallyEnforced  uint64 // policies compiled with issues
 	NotAccepted        uint64 // policies not in force as written
 	NilPoliciesSkipped uint64 // nil entries passed to Update
+	BadRequests        uint64 // Decide calls without a workload namespace (denied)
 }
 
 // Engine decides L4 authorization for connections to local workloads. Decide
@@ -47,7 +48,7 @@ type Engine struct {
 	snap  atomic.Pointer[snapshot]
 	cache map[string]compiledEntry // by namespace/name
 
-	updates, policies, partial, notAccepted, nilSkipped atomic.Uint64
+	updates, policies, partial, notAccepted, nilSkipped, badRequests atomic.Uint64
 }
 
 // compiledEntry remembers a compiled policy by the object version it came
@@ -199,7 +200,7 @@ func (e *Engine) Stats() Stats {
 	return Stats{
 		Updates: e.updates.Load(), Policies: e.policies.Load(),
 		PartiallyEnforced: e.partial.Load(), NotAccepted: e.notAccepted.Load(),
-		NilPoliciesSkipped: e.nilSkipped.Load(),
+		NilPoliciesSkipped: e.nilSkipped.Load(), BadRequests: e.badRequests.Load(),
 	}
 }
 
@@ -210,6 +211,12 @@ func (e *Engine) Stats() Stats {
 // otherwise it is denied. AUDIT policies that match are listed in
 // Decision.Audit and change nothing.
 func (e *Engine) Decide(req Request) Decision {
+	if req.Workload.Namespace == "" {
+		// A caller bug, not a policy question: fail closed, loudly.
+		e.badRequests.Add(1)
+		e.log.Error("authz: decision requested without a workload namespace; denied", "workload", req.Workload.Name)
+		return Decision{Reason: ReasonBadRequest, MTLSMode: v1alpha1.MTLSStrict}
+	}
 	s := e.snap.Load()
 	v := s.view(&req.Workload)
 	a := requestAttrs(&req)

@@ -233,3 +233,15 @@ func TestUpdateReusesUnchangedPolicies(t *testing.T) {
 		t.Fatalf("recreated object with the same resourceVersion but a new UID was not recompiled: %v", d)
 	}
 }
+
+func TestDecideWithoutNamespaceFailsClosed(t *testing.T) {
+	e := newEngine(t)
+	req := request(mtlsFrom(prodWeb))
+	req.Workload.Namespace = ""
+	if d := e.Decide(req); d.Allow || d.Reason != ReasonBadRequest {
+		t.Fatalf("decision %v", d)
+	}
+	if e.Stats().BadRequests != 1 {
+		t.Fatalf("stats %+v", e.Stats())
+	}
+}

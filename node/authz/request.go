@@ -71,6 +71,7 @@ const (
 	ReasonNoAllowPolicy    = "allowed: no ALLOW policy applies to the workload"
 	ReasonAllowPolicy      = "allowed by an ALLOW policy"
 	ReasonNoAllowMatch     = "denied: ALLOW policies apply and none matched"
+	ReasonBadRequest       = "denied: request names no destination workload namespace"
 )
 
 // attrs are the request attributes rules match against, derived once per
