@@ -71,11 +71,27 @@ func (r *rawClient) request(fields ...string) uint32 {
 // status, or -1 for RST_STREAM, or -2 when the connection ends.
 func (r *rawClient) status(id uint32) int {
 	r.t.Helper()
+	return r.statuses(id)[id]
+}
+
+// statuses collects the answers (as status) of several streams.
+func (r *rawClient) statuses(ids ...uint32) map[uint32]int {
+	r.t.Helper()
+	got := map[uint32]int{}
+	want := map[uint32]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
 	_ = r.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
+	for len(got) < len(ids) {
 		f, err := r.fr.ReadFrame()
 		if err != nil {
-			return -2
+			for id := range want {
+				if _, ok := got[id]; !ok {
+					got[id] = -2
+				}
+			}
+			return got
 		}
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
@@ -83,18 +99,22 @@ func (r *rawClient) status(id uint32) int {
 				_ = r.fr.WriteSettingsAck()
 			}
 		case *http2.MetaHeadersFrame:
-			if f.StreamID == id {
-				n, _ := strconv.Atoi(f.PseudoValue("status"))
-				return n
+			if _, seen := got[f.StreamID]; want[f.StreamID] && !seen {
+				got[f.StreamID], _ = strconv.Atoi(f.PseudoValue("status"))
 			}
 		case *http2.RSTStreamFrame:
-			if f.StreamID == id {
-				return -1
+			if _, seen := got[f.StreamID]; want[f.StreamID] && !seen {
+				got[f.StreamID] = -1
 			}
 		case *http2.GoAwayFrame:
-			return -2
+			for id := range want {
+				if _, ok := got[id]; !ok {
+					got[id] = -2
+				}
+			}
 		}
 	}
+	return got
 }
 
 func TestBadRequests(t *testing.T) {
