@@ -85,6 +85,8 @@
 //	Update, 1,000 AuthorizationPolicies + 100 PeerAuthentications:
 //	  all changed 2.5-2.8 ms; one changed ~1 ms (unchanged objects, same
 //	  UID and resourceVersion, are not recompiled)
+//	Update + Live.Recheck of 10,000 open connections to 100 pods
+//	  (100 views rebuilt)                                      ~56 ms
 //
 // Update compiles into a new immutable snapshot and swaps an atomic
 // pointer, so readers never lock and see either the old or the new policy
