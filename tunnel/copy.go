@@ -123,8 +123,12 @@ func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
 	return s.readFrom(r)
 }
 
-// frameHeaderLen is the size of an HTTP/2 frame header.
-const frameHeaderLen = 9
+// frameHeaderLen is the size of an HTTP/2 frame header; tlsRecordLen the
+// largest TLS record payload.
+const (
+	frameHeaderLen = 9
+	tlsRecordLen   = 16 << 10
+)
 
 // writeInPlace sends buf[off:off+n] as DATA frames, writing each frame's
 // header into the bytes just before its payload (off >= 9; bytes before a
@@ -132,8 +136,14 @@ const frameHeaderLen = 9
 // of a 32 KiB buffer fills exactly two TLS records.
 func (s *Stream) writeInPlace(buf []byte, off, n int) (int, error) {
 	written := 0
+	s.c.mu.Lock()
+	limit := int(s.c.maxSend)
+	s.c.mu.Unlock()
+	if limit%tlsRecordLen == 0 {
+		limit -= frameHeaderLen // header + payload fill whole TLS records
+	}
 	for n > 0 {
-		k, err := s.reserve(n)
+		k, err := s.reserve(min(n, limit))
 		if err != nil {
 			return written, err
 		}
