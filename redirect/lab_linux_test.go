@@ -3,13 +3,13 @@ package redirect
 import (
 	"context"
 	"fmt"
+	"github.com/ambit-mesh/ambit/redirect/internal/nstest"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,68 +19,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and attaches eBPF programs")
-	}
-}
+func needRoot(t testing.TB) { nstest.NeedRoot(t) }
 
-// newNetns creates a network namespace bind-mounted at a file in dir, on a
-// locked thread that returns to its namespace (or is never unlocked).
 func newNetns(t testing.TB, dir, name string) (*os.File, string) {
-	t.Helper()
-	path := filepath.Join(dir, name)
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		merr := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("thread lost: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- merr
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		f.Close()
-		unix.Unmount(path, unix.MNT_DETACH)
-	})
-	return f, path
+	return nstest.NewNetns(t, dir, name)
 }
 
-// mountBPFFS gives a test its own bpffs, so its pins vanish with it.
-func mountBPFFS(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, ""); err != nil {
-		t.Fatalf("mount bpffs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
+func mountBPFFS(t testing.TB) string { return nstest.MountBPFFS(t) }
 
 var labSeq atomic.Int32
 

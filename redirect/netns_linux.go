@@ -136,3 +136,8 @@ func dialIn(ctx context.Context, ns *os.File, mark uint32, network, address stri
 	})
 	return c, err
 }
+
+// InNetns runs fn inside the network namespace ns on a short-lived
+// goroutine locked to its OS thread, and waits for it (see inNetns for the
+// thread-safety rules). Sockets fn creates stay in ns.
+func InNetns(ns *os.File, fn func() error) error { return inNetns(ns, fn) }
