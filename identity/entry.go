@@ -102,6 +102,16 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 				attrs = append(attrs, "serving_until", cur.Certificates[0].NotAfter)
 			}
 			m.log.Warn("certificate fetch failed", attrs...)
+		} else if cur != nil && cur.Certificates[0].Equal(svid.Certificates[0]) {
+			// A push-based provider (files, Workload API) has nothing newer
+			// yet: look again after a tenth of the remaining lifetime.
+			leaf := cur.Certificates[0]
+			e.failures, e.lastErr = 0, nil
+			wait = max(leaf.NotAfter.Sub(now)/10, m.cfg.InitialBackoff)
+			e.nextAttempt = now.Add(wait)
+			e.state = stateValid
+			e.broadcast()
+			e.mu.Unlock()
 		} else {
 			leaf := svid.Certificates[0]
 			e.svid.Store(svid)
