@@ -1,0 +1,10 @@
+package ca_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Servers, clients and managers must leave no goroutine behind.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
