@@ -1,6 +1,7 @@
 package catest
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -46,7 +47,10 @@ type Env struct {
 	URL          string
 	TokenFile    string // holds a token of the node account bound to node "node-a"
 
-	srv *http.Server
+	srv       *http.Server
+	addr      string
+	tlsConfig *tls.Config
+	logger    *slog.Logger
 }
 
 // Start runs a CA. Close stops it.
@@ -99,20 +103,37 @@ func Start(o Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	env.tlsConfig = ca.ServingTLS(is, env.ServerID, []string{"localhost"}, time.Hour, nil)
+	env.logger = o.Logger
+	if err := env.serve("127.0.0.1:0"); err != nil {
 		return nil, err
 	}
-	env.srv = &http.Server{
-		Handler:           env.Server.Handler(),
-		TLSConfig:         ca.ServingTLS(is, env.ServerID, []string{"localhost"}, time.Hour, nil),
-		ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog:          slog.NewLogLogger(o.Logger.Handler(), slog.LevelDebug),
-	}
-	go func() { _ = env.srv.ServeTLS(ln, "", "") }()
-	env.URL = fmt.Sprintf("https://%s", ln.Addr())
+	env.URL = fmt.Sprintf("https://%s", env.addr)
 	return env, nil
 }
+
+func (e *Env) serve(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	e.addr = ln.Addr().String()
+	e.srv = &http.Server{
+		Handler:           e.Server.Handler(),
+		TLSConfig:         e.tlsConfig,
+		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          slog.NewLogLogger(e.logger.Handler(), slog.LevelDebug),
+	}
+	srv := e.srv
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	return nil
+}
+
+// Stop takes the CA down (connections refused) until Restart.
+func (e *Env) Stop() error { return e.srv.Close() }
+
+// Restart brings a stopped CA back on the same address.
+func (e *Env) Restart() error { return e.serve(e.addr) }
 
 // Client returns a CA client that uses the Env's token file and bundle.
 func (e *Env) Client() (*ca.Client, error) {
