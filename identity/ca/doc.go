@@ -31,6 +31,15 @@
 // verified with ClientConfig.RootCAs instead. The Client re-reads the
 // projected token file on every request (the kubelet rotates it).
 //
+// Measured on the 2-core dev machine shared with other builds (load ~4-5),
+// go test -run '^$' -bench . -count 3 ./identity/ca/:
+// BenchmarkIssue (signing alone, P-256 intermediate) 240-380 µs/op,
+// 2,600-4,600 certs/s; BenchmarkSignHTTPS (the whole request over HTTPS,
+// client and server sharing the two cores, CSR signature verified)
+// 1,150-2,750 certs/s, above the 1,000/s target even under that load;
+// BenchmarkPrefetchOverHTTPS (new identity: key generation, CSR, HTTPS round
+// trip, chain check) p50 1.3-1.4 ms, p99 3.2-6.0 ms, within the 10 ms target.
+//
 // The package imports no Kubernetes code: the cluster-facing Authenticator
 // and PodLocator live in node/kubeca.
 package ca
