@@ -442,3 +442,25 @@ func TestManagerIntermediateChain(t *testing.T) {
 		t.Fatalf("chain length %d, want leaf + intermediate", len(s.Certificates))
 	}
 }
+
+func TestManagerBoundsConcurrentCSRs(t *testing.T) {
+	f := newFixture(t, func(c *identity.ManagerConfig) { c.MaxConcurrentFetches = 1 })
+	gate := make(chan struct{})
+	f.signer.SetGate(gate)
+	ctx := ctxT(t)
+	errs := make(chan error, 3)
+	for i := range 3 {
+		go func() { errs <- f.m.Prefetch(ctx, wl("shop", fmt.Sprintf("sa%d", i))) }()
+	}
+	waitUntil(t, func() bool { st := f.m.Stats(); return st.QueuedHigh == 2 && f.signer.Calls() == 1 })
+	f.signer.SetGate(nil)
+	close(gate)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := f.signer.Calls(); n != 3 {
+		t.Fatalf("signer calls %d, want 3", n)
+	}
+}
