@@ -16,11 +16,11 @@ type State string
 
 // States of an identity.
 const (
-	statePending   State = "pending"   // first certificate being fetched
-	stateValid     State = "valid"     // certificate served, renewal scheduled
-	stateRenewing  State = "renewing"  // certificate served, renewal in flight
-	stateBackoff   State = "backoff"   // last attempt failed, retry scheduled
-	stateForgotten State = "forgotten" // no longer tracked
+	StatePending   State = "pending"   // first certificate being fetched
+	StateValid     State = "valid"     // certificate served, renewal scheduled
+	StateRenewing  State = "renewing"  // certificate served, renewal in flight
+	StateBackoff   State = "backoff"   // last attempt failed, retry scheduled
+	StateForgotten State = "forgotten" // no longer tracked
 )
 
 // entry is one tracked identity. svid is read lock-free on the handshake
@@ -70,8 +70,8 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 			return
 		}
 		e.mu.Lock()
-		if cur != nil && e.state != stateForgotten {
-			e.state = stateRenewing
+		if cur != nil && e.state != StateForgotten {
+			e.state = StateRenewing
 		}
 		e.mu.Unlock()
 		svid, d, err := m.fetchOnce(ctx, e.id)
@@ -93,7 +93,7 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 			e.lastErr = err
 			wait = m.backoff(e.failures)
 			e.nextAttempt = now.Add(wait)
-			e.state = stateBackoff
+			e.state = StateBackoff
 			e.broadcast()
 			failures := e.failures
 			e.mu.Unlock()
@@ -109,7 +109,7 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 			e.failures, e.lastErr = 0, nil
 			wait = max(leaf.NotAfter.Sub(now)/10, m.cfg.InitialBackoff)
 			e.nextAttempt = now.Add(wait)
-			e.state = stateValid
+			e.state = StateValid
 			e.broadcast()
 			e.mu.Unlock()
 		} else {
@@ -118,7 +118,7 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 			e.failures, e.lastErr = 0, nil
 			e.renewAt = m.renewTime(leaf.NotBefore, leaf.NotAfter)
 			e.nextAttempt = e.renewAt
-			e.state = stateValid
+			e.state = StateValid
 			e.broadcast()
 			e.mu.Unlock()
 			wait = max(e.renewAt.Sub(now), m.cfg.InitialBackoff)

@@ -197,7 +197,7 @@ func (m *Manager) Forget(id spiffeid.ID) {
 	e.cancel()
 	e.mu.Lock()
 	had := e.svid.Swap(nil) != nil
-	e.state = stateForgotten
+	e.state = StateForgotten
 	e.broadcast()
 	e.mu.Unlock()
 	if had {
@@ -254,7 +254,7 @@ func (m *Manager) track(id spiffeid.ID, refs int) (*entry, error) {
 	e := m.entries[id]
 	if e == nil {
 		ctx, cancel := context.WithCancel(m.ctx)
-		e = &entry{id: id, cancel: cancel, changed: make(chan struct{}), state: statePending}
+		e = &entry{id: id, cancel: cancel, changed: make(chan struct{}), state: StatePending}
 		m.entries[id] = e
 		m.wg.Add(1)
 		go m.run(ctx, e)
@@ -273,7 +273,7 @@ func (m *Manager) wait(ctx context.Context, e *entry, failFast bool) (*x509svid.
 			e.mu.Unlock()
 			return s, nil
 		}
-		if e.state == stateForgotten {
+		if e.state == StateForgotten {
 			e.mu.Unlock()
 			return nil, fmt.Errorf("%w for %s: identity forgotten", ErrNoCertificate, e.id)
 		}
