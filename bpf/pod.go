@@ -18,6 +18,9 @@ type PodConfig struct {
 	InExclude, OutExclude []uint16
 	// Mark and MarkMask identify ambit's own sockets. Required.
 	Mark, MarkMask uint32
+	// SlotBase is the pod's first slot in the node-wide listeners map
+	// (a multiple of 3). Required when that map is passed in.
+	SlotBase uint32
 }
 
 // Pod is one pod's loaded programs and maps.
@@ -31,9 +34,10 @@ type Pod struct {
 	objs       podObjects
 }
 
-// LoadPod loads a pod's programs with cfg's constants. maps optionally
-// replaces "listeners" and "stats" with existing (pinned) maps so that a
-// configuration change keeps ambit's listeners and counters.
+// LoadPod loads a pod's programs with cfg's constants. maps replaces
+// "listeners" (the node-wide sockmap, see NewListenersMap) and optionally
+// "stats" with existing (pinned) maps, so that a configuration change keeps
+// ambit's listeners and counters.
 func LoadPod(cfg PodConfig, maps map[string]*ebpf.Map) (*Pod, error) {
 	c, err := podConst(cfg)
 	if err != nil {
@@ -42,6 +46,12 @@ func LoadPod(cfg PodConfig, maps map[string]*ebpf.Map) (*Pod, error) {
 	spec, err := loadPod()
 	if err != nil {
 		return nil, err
+	}
+	if l, ok := maps["listeners"]; ok {
+		spec.Maps["listeners"].MaxEntries = l.MaxEntries()
+		if cfg.SlotBase+3 > l.MaxEntries() {
+			return nil, fmt.Errorf("%w: slot %d beyond the listeners map (%d)", ErrTooMany, cfg.SlotBase, l.MaxEntries())
+		}
 	}
 	if err := spec.Variables["conf"].Set(c); err != nil {
 		return nil, fmt.Errorf("bpf: set pod constants: %w", err)
@@ -81,5 +91,22 @@ func podConst(cfg PodConfig) (podPodConf, error) {
 	copy(c.OutExclude[:], cfg.OutExclude)
 	c.N_own, c.N_probe = uint32(len(cfg.Own)), uint32(len(cfg.Probe))
 	c.Mark, c.MarkMask = cfg.Mark, cfg.MarkMask
+	c.SlotBase = cfg.SlotBase
 	return c, nil
+}
+
+// NewListenersMap creates the node-wide sockmap of ambit's listeners with
+// room for maxPods pods (3 slots each).
+func NewListenersMap(maxPods uint32) (*ebpf.Map, error) {
+	spec, err := loadPod()
+	if err != nil {
+		return nil, err
+	}
+	ms := spec.Maps["listeners"].Copy()
+	ms.MaxEntries = 3 * maxPods
+	m, err := ebpf.NewMap(ms)
+	if err != nil {
+		return nil, fmt.Errorf("bpf: create listeners map: %w", err)
+	}
+	return m, nil
 }

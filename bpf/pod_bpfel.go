@@ -29,6 +29,7 @@ type podPodConf struct {
 	N_probe    uint32
 	Mark       uint32
 	MarkMask   uint32
+	SlotBase   uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -43,12 +43,16 @@ func (m *Manager) Check(_ context.Context, pod PodNetns, desired Config) error {
 	if err != nil {
 		return err
 	}
-	want := &podState{Pod: pod, Config: desired, Cookie: cookie}
+	want := &podState{Pod: pod, Config: desired, Cookie: cookie, Slot: st.Slot}
 	want.Pod.Netns = nil
 	if !st.sameAs(want) {
 		return fmt.Errorf("%w: %s: recorded state differs", ErrDrift, pod.ID)
 	}
-	for _, pin := range []string{pinLookup, pinPodEgress, pinPodIngress, pinListeners, pinStats} {
+	pins := []string{pinLookup, pinPodEgress, pinStats, pinHostEgress}
+	if pod.HostInterface == "" {
+		pins[3] = pinPodIngress
+	}
+	for _, pin := range pins {
 		if _, err := os.Stat(filepath.Join(m.podDir(pod.ID), pin)); err != nil {
 			return fmt.Errorf("%w: %s: %s missing", ErrDrift, pod.ID, pin)
 		}

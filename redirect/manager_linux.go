@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -31,6 +32,9 @@ type Options struct {
 	// Mark, MarkMask identify ambit's own sockets. Optional, default
 	// DefaultMark/DefaultMarkMask.
 	Mark, MarkMask uint32
+	// MaxPods bounds the pods this node can enrol (slots in the node-wide
+	// listeners sockmap). Optional, default 4096. Fixed once pinned.
+	MaxPods uint32
 	// Logger. Optional, default slog.Default().
 	Logger *slog.Logger
 }
@@ -44,9 +48,12 @@ type Manager struct {
 	pods    *ebpf.Map // global: netns cookie -> PodCfg
 	origdst *ebpf.Map
 	skOrig  *ebpf.Map
+	// listeners is the node-wide sockmap: pod slot*3 + bpf.Slot*.
+	listeners *ebpf.Map
 
 	mu    sync.Mutex
 	local map[string]*podRuntime // pod ID -> in-process resources
+	slots map[uint32]string      // listeners-map slot -> pod ID
 }
 
 var globalLinks = []struct {
@@ -79,6 +86,9 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.MaxPods == 0 {
+		opts.MaxPods = 4096
+	}
 	if opts.CgroupPath == "" {
 		p, err := cgroup2Mount()
 		if err != nil {
@@ -94,10 +104,20 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("redirect: %w", err)
 		}
 	}
-	m := &Manager{opts: opts, log: opts.Logger, local: map[string]*podRuntime{}}
+	m := &Manager{opts: opts, log: opts.Logger, local: map[string]*podRuntime{}, slots: map[uint32]string{}}
 	if err := m.ensureGlobal(ctx); err != nil {
 		m.closeMaps()
 		return nil, err
+	}
+	ids, err := m.stateIDs()
+	if err != nil {
+		m.closeMaps()
+		return nil, err
+	}
+	for _, id := range ids {
+		if st, err := m.readState(id); err == nil && st != nil {
+			m.slots[st.Slot] = id
+		}
 	}
 	return m, nil
 }
@@ -163,11 +183,24 @@ func (m *Manager) ensureGlobal(context.Context) error {
 		}
 	}
 	m.pods, m.origdst, m.skOrig = maps["pods"], maps["origdst"], maps["sk_orig"]
+	lm, err := ebpf.LoadPinnedMap(m.globalPin("map_listeners"), nil)
+	if errors.Is(err, fs.ErrNotExist) {
+		if lm, err = bpf.NewListenersMap(m.opts.MaxPods); err != nil {
+			return err
+		}
+		if err := lm.Pin(m.globalPin("map_listeners")); err != nil {
+			lm.Close()
+			return fmt.Errorf("redirect: pin listeners: %w", err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("redirect: load pinned listeners map: %w", err)
+	}
+	m.listeners = lm
 	return nil
 }
 
 func (m *Manager) closeMaps() {
-	for _, mp := range []*ebpf.Map{m.pods, m.origdst, m.skOrig} {
+	for _, mp := range []*ebpf.Map{m.pods, m.origdst, m.skOrig, m.listeners} {
 		if mp != nil {
 			mp.Close()
 		}
@@ -203,7 +236,7 @@ func (m *Manager) Uninstall(ctx context.Context) error {
 		errs = append(errs, unpinLink(m.globalPin(g.name)))
 	}
 	m.Close()
-	for _, n := range globalMaps {
+	for _, n := range append(slices.Clone(globalMaps), "listeners") {
 		if err := os.Remove(m.globalPin("map_" + n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}

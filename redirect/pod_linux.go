@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 
 	"github.com/ambit-mesh/ambit/bpf"
 	"github.com/cilium/ebpf"
@@ -43,7 +44,6 @@ const (
 	pinPodEgress  = "link_pod_egress"
 	pinPodIngress = "link_pod_ingress"
 	pinHostEgress = "link_host_egress"
-	pinListeners  = "map_listeners"
 	pinStats      = "map_stats"
 )
 
@@ -121,7 +121,15 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	}
 	st := &podState{Pod: pod, Config: desired, Cookie: cookie}
 	st.Pod.Netns = nil
+	if prev != nil {
+		st.Slot = prev.Slot
+	} else if st.Slot, err = m.allocSlot(pod.ID); err != nil {
+		return fail(err)
+	}
 	if err := m.ensurePodPrograms(ns, prev, st); err != nil {
+		if prev == nil {
+			delete(m.slots, st.Slot)
+		}
 		return fail(err)
 	}
 	if err := linkUp(ns, "lo"); err != nil {
@@ -132,7 +140,7 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	if r == nil {
 		r = &podRuntime{ns: ns, ownNs: ownNs, cookie: cookie}
 	}
-	if err := m.ensureListeners(ctx, pod.ID, r); err != nil {
+	if err := m.ensureListeners(ctx, st, r); err != nil {
 		if m.local[pod.ID] != r {
 			r.close()
 		}
@@ -159,18 +167,18 @@ func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
 			mp.Close()
 		}
 	}()
-	for name, pin := range map[string]string{"listeners": pinListeners, "stats": pinStats} {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, pin), nil)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("redirect: load pinned %s of %s: %w", name, st.Pod.ID, err)
-		}
-		maps[name] = mp
+	if mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinStats), nil); err == nil {
+		maps["stats"] = mp
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("redirect: load pinned stats of %s: %w", st.Pod.ID, err)
 	}
-	want := map[string]bool{pinLookup: true, pinPodEgress: true, pinPodIngress: true, pinHostEgress: st.Pod.HostInterface != ""}
-	complete := len(maps) == 2
+	want := map[string]bool{pinLookup: true, pinPodEgress: true, pinPodIngress: st.Pod.HostInterface == "", pinHostEgress: st.Pod.HostInterface != ""}
+	complete := len(maps) == 1
+	lm, err := m.listeners.Clone()
+	if err != nil {
+		return err
+	}
+	maps["listeners"] = lm
 	for pin, w := range want {
 		_, err := os.Stat(filepath.Join(dir, pin))
 		if w != (err == nil) {
@@ -190,62 +198,75 @@ func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
 			return err
 		}
 	}
+	if st.Pod.HostInterface != "" {
+		// The host-side program also drops forged own addresses.
+		if err := unpinLink(filepath.Join(dir, pinPodIngress)); err != nil {
+			return err
+		}
+	}
 	p, err := bpf.LoadPod(bpf.PodConfig{
 		Own: st.Pod.Addresses, Probe: st.Config.ProbeSources,
 		InExclude: st.Config.InboundExcludePorts, OutExclude: st.Config.OutboundExcludePorts,
-		Mark: m.opts.Mark, MarkMask: m.opts.MarkMask,
+		Mark: m.opts.Mark, MarkMask: m.opts.MarkMask, SlotBase: 3 * st.Slot,
 	}, maps)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
-	for pin, mp := range map[string]*ebpf.Map{pinListeners: p.Listeners, pinStats: p.Stats} {
-		if _, err := os.Stat(filepath.Join(dir, pin)); err == nil {
-			continue
-		}
-		if err := mp.Pin(filepath.Join(dir, pin)); err != nil {
-			return fmt.Errorf("redirect: pin %s: %w", pin, err)
+	if _, err := os.Stat(filepath.Join(dir, pinStats)); err != nil {
+		if err := p.Stats.Pin(filepath.Join(dir, pinStats)); err != nil {
+			return fmt.Errorf("redirect: pin stats: %w", err)
 		}
 	}
 	attachLookup := func() (link.Link, error) { return link.AttachNetNs(int(ns.Fd()), p.Lookup) }
 	if err := ensureLink(filepath.Join(dir, pinLookup), p.Lookup, attachLookup); err != nil {
 		return err
 	}
-	for pin, spec := range map[string]struct {
+	// Each tcx attach waits for an RCU grace period under the rtnl lock
+	// (about 11 ms each on the target VM, measured; running them
+	// concurrently does not overlap the waits), so a pod gets two: egress
+	// on the pod interface and one anti-forgery program on the host side
+	// (or on the pod's ingress when the host side is unknown).
+	type tcx struct {
+		pin    string
 		prog   *ebpf.Program
 		attach ebpf.AttachType
-	}{
-		pinPodEgress:  {p.PodEgress, ebpf.AttachTCXEgress},
-		pinPodIngress: {p.PodIngress, ebpf.AttachTCXIngress},
-	} {
-		attach := func() (l link.Link, err error) {
-			err = inNetns(ns, func() error {
-				idx, err := net.InterfaceByName(st.Pod.Interface)
-				if err != nil {
-					return fmt.Errorf("redirect: pod interface %s: %w", st.Pod.Interface, err)
-				}
-				l, err = link.AttachTCX(link.TCXOptions{Interface: idx.Index, Program: spec.prog, Attach: spec.attach})
-				return err
-			})
-			return l, err
-		}
-		if err := ensureLink(filepath.Join(dir, pin), spec.prog, attach); err != nil {
-			return err
-		}
+		inPod  bool
+		ifname string
 	}
+	jobs := []tcx{{pinPodEgress, p.PodEgress, ebpf.AttachTCXEgress, true, st.Pod.Interface}}
 	if st.Pod.HostInterface != "" {
-		attach := func() (link.Link, error) {
-			idx, err := net.InterfaceByName(st.Pod.HostInterface)
-			if err != nil {
-				return nil, fmt.Errorf("redirect: host interface %s: %w", st.Pod.HostInterface, err)
-			}
-			return link.AttachTCX(link.TCXOptions{Interface: idx.Index, Program: p.HostEgress, Attach: ebpf.AttachTCXEgress})
-		}
-		if err := ensureLink(filepath.Join(dir, pinHostEgress), p.HostEgress, attach); err != nil {
-			return err
-		}
+		jobs = append(jobs, tcx{pinHostEgress, p.HostEgress, ebpf.AttachTCXEgress, false, st.Pod.HostInterface})
+	} else {
+		jobs = append(jobs, tcx{pinPodIngress, p.PodIngress, ebpf.AttachTCXIngress, true, st.Pod.Interface})
 	}
-	return nil
+	errs := make([]error, len(jobs))
+	var wg sync.WaitGroup
+	for i, j := range jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			attach := func() (l link.Link, err error) {
+				do := func() error {
+					idx, err := net.InterfaceByName(j.ifname)
+					if err != nil {
+						return fmt.Errorf("redirect: interface %s: %w", j.ifname, err)
+					}
+					l, err = link.AttachTCX(link.TCXOptions{Interface: idx.Index, Program: j.prog, Attach: j.attach})
+					return err
+				}
+				if j.inPod {
+					err = inNetns(ns, do)
+				} else {
+					err = do()
+				}
+				return l, err
+			}
+			errs[i] = ensureLink(filepath.Join(dir, j.pin), j.prog, attach)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // ensureLink updates the pinned link at pin to prog, or attaches and pins.
@@ -276,12 +297,8 @@ func ensureLink(pin string, prog *ebpf.Program, attach func() (link.Link, error)
 // ensureListeners creates this process's listeners in the pod netns if it
 // has none, and (re)places them in the pod's sockmap. Replacing a slot is
 // atomic: a new connection finds either the old or the new listener.
-func (m *Manager) ensureListeners(ctx context.Context, id string, r *podRuntime) error {
-	sm, err := ebpf.LoadPinnedMap(filepath.Join(m.podDir(id), pinListeners), nil)
-	if err != nil {
-		return fmt.Errorf("redirect: load listeners map of %s: %w", id, err)
-	}
-	defer sm.Close()
+func (m *Manager) ensureListeners(ctx context.Context, st *podState, r *podRuntime) error {
+	id := st.Pod.ID
 	for slot := range r.listeners {
 		if r.listeners[slot] == nil {
 			ln, err := listenIn(ctx, r.ns, m.opts.Mark)
@@ -296,7 +313,7 @@ func (m *Manager) ensureListeners(ctx context.Context, id string, r *podRuntime)
 		}
 		var uerr error
 		if err := rc.Control(func(fd uintptr) {
-			uerr = sm.Update(uint32(slot), uint64(fd), ebpf.UpdateAny)
+			uerr = m.listeners.Update(3*st.Slot+uint32(slot), uint64(fd), ebpf.UpdateAny)
 		}); err != nil {
 			return err
 		}
@@ -350,6 +367,16 @@ func (m *Manager) remove(id string) error {
 			}
 		}
 	}
+	if st != nil {
+		for i := range uint32(3) {
+			if err := m.listeners.Delete(3*st.Slot + i); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		if m.slots[st.Slot] == id {
+			delete(m.slots, st.Slot)
+		}
+	}
 	if r != nil {
 		r.close()
 		delete(m.local, id)
@@ -358,10 +385,8 @@ func (m *Manager) remove(id string) error {
 	for _, pin := range podLinkPins {
 		errs = append(errs, unpinLink(filepath.Join(dir, pin)))
 	}
-	for _, pin := range []string{pinListeners, pinStats} {
-		if err := os.Remove(filepath.Join(dir, pin)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			errs = append(errs, err)
-		}
+	if err := os.Remove(filepath.Join(dir, pinStats)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
 	}
 	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
@@ -454,4 +479,15 @@ func cmpString(a, b string) int {
 		return 1
 	}
 	return 0
+}
+
+// allocSlot gives a new pod the lowest free slot of the listeners map.
+func (m *Manager) allocSlot(id string) (uint32, error) {
+	for i := range m.opts.MaxPods {
+		if _, used := m.slots[i]; !used {
+			m.slots[i] = id
+			return i, nil
+		}
+	}
+	return 0, fmt.Errorf("%w: all %d pod slots in use", ErrInvalid, m.opts.MaxPods)
 }

@@ -101,6 +101,9 @@ func (m *Manager) renderPod(b *strings.Builder, id string, st *podState) {
 			pin    string
 			attach ebpf.AttachType
 		}{{pinPodEgress, ebpf.AttachTCXEgress}, {pinPodIngress, ebpf.AttachTCXIngress}} {
+			if _, err := os.Stat(filepath.Join(dir, l.pin)); l.pin == pinPodIngress && err != nil && st != nil && st.Pod.HostInterface != "" {
+				continue // not wanted: the host-side program covers it
+			}
 			var s string
 			if st == nil {
 				s = "unknown interface"
@@ -118,15 +121,11 @@ func (m *Manager) renderPod(b *strings.Builder, id string, st *podState) {
 			b.WriteString("  link host_egress pinned but not wanted\n")
 		}
 	}
-	sm, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinListeners), nil)
-	if err != nil {
-		fmt.Fprintf(b, "  listeners map %s\n", errText(err))
-	} else {
-		defer sm.Close()
+	if st != nil {
 		for slot, name := range []string{"outbound", "inbound", "hbone"} {
 			var cookie uint64
 			s := "empty"
-			if err := sm.Lookup(uint32(slot), &cookie); err == nil {
+			if err := m.listeners.Lookup(3*st.Slot+uint32(slot), &cookie); err == nil {
 				s = "other-process"
 				if r != nil && r.listeners[slot] != nil {
 					if own, err := sockopt(r.listeners[slot], unix.SO_COOKIE); err == nil && own == cookie {

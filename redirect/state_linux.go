@@ -17,10 +17,12 @@ type podState struct {
 	Pod    PodNetns `json:"pod"`
 	Config Config   `json:"config"`
 	Cookie uint64   `json:"netnsCookie"`
+	// Slot is the pod's index in the node-wide listeners sockmap.
+	Slot uint32 `json:"slot"`
 }
 
 func (s *podState) sameAs(o *podState) bool {
-	return s.Cookie == o.Cookie && reflect.DeepEqual(s.Pod, o.Pod) && reflect.DeepEqual(s.Config, o.Config)
+	return s.Cookie == o.Cookie && s.Slot == o.Slot && reflect.DeepEqual(s.Pod, o.Pod) && reflect.DeepEqual(s.Config, o.Config)
 }
 
 func (m *Manager) statePath(id string) string {

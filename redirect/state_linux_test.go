@@ -79,6 +79,9 @@ func progIDs(t *testing.T, m *Manager, id string) []ebpf.ProgramID {
 	var ids []ebpf.ProgramID
 	for _, pin := range podLinkPins {
 		l, err := link.LoadPinnedLink(filepath.Join(m.podDir(id), pin), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
