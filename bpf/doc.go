@@ -15,7 +15,7 @@
 //     hide the rewrite from the app.
 //   - pod (pod.c): loaded per enrolled pod with that pod's constants:
 //     sk_lookup (inbound steering to 15008/15006 and the outbound listener,
-//     via a sockmap of ambit's listeners), tc egress default deny of
+//     via the node-wide sockmap of ambit's listeners, NewListenersMap), tc egress default deny of
 //     uncaptured new connections, tc ingress anti-spoofing of the pod's
 //     own addresses, and a host-side tc program that keeps forwarded
 //     packets from using the kubelet probe exemption.
