@@ -196,12 +196,21 @@ func (c *Cluster) boot(ctx context.Context, nodeCIDR *net.IPNet) error {
 	}
 
 	for i := 1; i <= c.opts.Nodes; i++ {
-		c.log.Info("starting node", "node", i)
-		n, err := c.startNode(ctx, i)
+		n, err := c.prepareNode(ctx, i)
 		if err != nil {
 			return err
 		}
 		c.Nodes = append(c.Nodes, n)
+	}
+	c.log.Info("starting nodes", "nodes", len(c.Nodes))
+	errs := make([]error, len(c.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.Nodes {
+		wg.Go(func() { errs[i] = c.startNode(ctx, n) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	if err := c.wireNodes(ctx); err != nil {
 		return err

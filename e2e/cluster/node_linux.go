@@ -152,10 +152,10 @@ conntrack:
   tcpCloseWaitTimeout: 0s
 `
 
-// startNode sets up node i (1-based) and starts containerd, kubelet and
-// kube-proxy in its namespaces. The CNI configuration follows once the node
-// has a pod CIDR (configureCNI).
-func (c *Cluster) startNode(ctx context.Context, i int) (*Node, error) {
+// prepareNode creates node i's (1-based) network and mount namespaces and
+// records them in the run state. Nodes are prepared one after the other
+// (they create shared host mount points); startNode then runs in parallel.
+func (c *Cluster) prepareNode(ctx context.Context, i int) (*Node, error) {
 	n := &Node{
 		Name:      fmt.Sprintf("%s%d", c.opts.NodeNamePrefix, i),
 		IP:        nthIP(c.net.cidr, 10+i),
@@ -183,41 +183,49 @@ func (c *Cluster) startNode(ctx context.Context, i int) (*Node, error) {
 	if err := c.saveState(); err != nil {
 		return nil, err
 	}
+	return n, nil
+}
+
+// startNode starts containerd (importing the images), kubelet and kube-proxy
+// in node n's namespaces. The CNI configuration follows once the node has a
+// pod CIDR (configureCNI).
+func (c *Cluster) startNode(ctx context.Context, n *Node) error {
 	for _, p := range []string{"bridge", "host-local", "loopback"} {
 		if err := copyFile(c.bin(filepath.Join("cni", p)), filepath.Join(n.CNIBinDir, p), 0o755); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	cgRoot := "/" + c.cg.name + "/" + fmt.Sprintf("n%d", i)
-	if err := c.cg.ensureRoot(fmt.Sprintf("n%d", i)); err != nil {
-		return nil, err
+	sub := fmt.Sprintf("n%d", n.index)
+	cgRoot := "/" + c.cg.name + "/" + sub
+	if err := c.cg.ensureRoot(sub); err != nil {
+		return err
 	}
 
 	// containerd
 	cfg := filepath.Join(n.Dir, "containerd.toml")
 	if err := os.WriteFile(cfg, fmt.Appendf(nil, containerdConfig, PauseImage), 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	ctrd, err := c.startIn(n, procSpec{name: n.Name + "-containerd", path: "containerd", args: []string{"--config", cfg}})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if err := waitFor(ctx, n.Name+" containerd socket", 100*time.Millisecond, []*proc{ctrd}, func(ctx context.Context) error {
 		_, err := run(ctx, "ctr", "--address", n.ContainerdSocket, "version")
 		return err
 	}); err != nil {
-		return nil, err
+		return err
 	}
 	for _, img := range c.images {
 		if err := n.importImage(ctx, img); err != nil {
-			return nil, err
+			return err
 		}
 	}
 
 	// kubelet
 	serving, err := c.pki.issue(n.Name+"-serving", "system:node:"+n.Name, []string{"system:nodes"}, []string{n.Name}, []net.IP{n.IP}, true)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	kcfg := filepath.Join(n.Dir, "kubelet.yaml")
 	dns := ""
@@ -225,11 +233,11 @@ func (c *Cluster) startNode(ctx context.Context, i int) (*Node, error) {
 		dns = fmt.Sprintf("clusterDomain: %s\nclusterDNS:\n- %s\n", ClusterDomain, c.dnsIP())
 	}
 	if err := os.WriteFile(kcfg, fmt.Appendf(nil, kubeletConfig, cgRoot, n.IP.String(), serving.Cert, serving.Key, c.pki.CAFile, dns), 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	kubeconfig, err := c.componentKubeconfig(n.Name+"-kubelet", "system:node:"+n.Name, []string{"system:nodes"})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := c.startIn(n, procSpec{name: n.Name + "-kubelet", path: c.bin("kubelet"), args: []string{
 		"--config=" + kcfg,
@@ -239,25 +247,25 @@ func (c *Cluster) startNode(ctx context.Context, i int) (*Node, error) {
 		"--node-ip=" + n.IP.String(),
 		"--v=1",
 	}}); err != nil {
-		return nil, err
+		return err
 	}
 
 	// kube-proxy: Service ClusterIPs (pods reach the API server through the
 	// kubernetes Service as on any cluster).
 	pk, err := c.componentKubeconfig(n.Name+"-kube-proxy", "system:kube-proxy", nil)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	pcfg := filepath.Join(n.Dir, "kube-proxy.yaml")
 	if err := os.WriteFile(pcfg, fmt.Appendf(nil, kubeProxyConfig, pk, n.Name, c.podCIDR.String(), n.IP.String()), 0o644); err != nil {
-		return nil, err
+		return err
 	}
 	if _, err := c.startIn(n, procSpec{name: n.Name + "-kube-proxy", path: c.bin("kube-proxy"), args: []string{
 		"--config=" + pcfg, "--v=1",
 	}}); err != nil {
-		return nil, err
+		return err
 	}
-	return n, nil
+	return nil
 }
 
 // startIn starts a component in node n's namespaces.
