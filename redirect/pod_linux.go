@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // podRuntime is what this process holds for an enrolled pod.
@@ -76,17 +77,25 @@ func (m *Manager) Apply(ctx context.Context, pod PodNetns, desired Config) error
 
 func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error {
 	r := m.local[pod.ID]
-	ns, ownNs := pod.Netns, false
-	if ns == nil {
-		if r != nil {
-			ns = r.ns
-		} else {
-			f, err := os.Open(pod.NetnsPath)
-			if err != nil {
-				return fmt.Errorf("redirect: open netns of %s: %w", pod.ID, err)
-			}
-			ns, ownNs = f, true
+	// The Manager keeps its own handle on the namespace (for Dial and
+	// listeners): the caller's pod.Netns is duplicated, never retained.
+	var ns *os.File
+	ownNs := false
+	switch {
+	case r != nil && pod.Netns == nil:
+		ns = r.ns
+	case pod.Netns != nil:
+		fd, err := unix.FcntlInt(pod.Netns.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("redirect: dup netns of %s: %w", pod.ID, err)
 		}
+		ns, ownNs = os.NewFile(uintptr(fd), pod.NetnsPath), true
+	default:
+		f, err := os.Open(pod.NetnsPath)
+		if err != nil {
+			return fmt.Errorf("redirect: open netns of %s: %w", pod.ID, err)
+		}
+		ns, ownNs = f, true
 	}
 	fail := func(err error) error {
 		if ownNs && (r == nil || r.ns != ns) {
@@ -139,6 +148,8 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	// always finds one.
 	if r == nil {
 		r = &podRuntime{ns: ns, ownNs: ownNs, cookie: cookie}
+	} else if ns != r.ns && ownNs {
+		ns.Close() // r keeps the handle it already has on this netns
 	}
 	if err := m.ensureListeners(ctx, st, r); err != nil {
 		if m.local[pod.ID] != r {

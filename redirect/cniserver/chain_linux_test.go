@@ -240,6 +240,29 @@ func TestChainedPlugin(t *testing.T) {
 			if d := <-got; d != dst {
 				t.Errorf("original destination %v", d)
 			}
+			// ambit's marked dialer works in the pod after the CNI request's
+			// descriptor is gone: the app on the pod's own IP, uncaptured.
+			var app net.Listener
+			if err := inPod(ns, func() (err error) { app, err = net.Listen("tcp", "[::]:8080"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close()
+			go func() {
+				if c, err := app.Accept(); err == nil {
+					c.Write([]byte("app"))
+					c.Close()
+				}
+			}()
+			podIP, _ := netip.AddrFromSlice(cur.IPs[0].Address.IP)
+			dc, err := n.m.Dial(ctx, "c0ffee01", "tcp", netip.AddrPortFrom(podIP.Unmap(), 8080).String())
+			if err != nil {
+				t.Fatalf("ambit dial into pod: %v", err)
+			}
+			hello, _ := io.ReadAll(dc)
+			dc.Close()
+			if string(hello) != "app" {
+				t.Errorf("ambit dial reached %q, want the app", hello)
+			}
 			if err := n.cni.CheckNetworkList(ctx, list, rt); err != nil {
 				t.Errorf("CHECK: %v", err)
 			}
