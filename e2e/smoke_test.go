@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -170,6 +171,10 @@ func TestClusterSmoke(t *testing.T) {
 
 	// Nothing may be left running or mounted. (Stop is idempotent; the
 	// t.Cleanup registered by Start then has nothing to do.)
+	if os.Getenv("KEEP") == "1" {
+		t.Logf("KEEP=1: cluster left running; KUBECONFIG=%s", c.Kubeconfig)
+		return
+	}
 	if err := c.Stop(); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
