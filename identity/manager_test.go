@@ -280,8 +280,13 @@ func TestManagerCADownLongerThanRenewal(t *testing.T) {
 		f.clock.Advance(got)
 		down += got
 	}
+	// Let the attempt started by the last Advance finish (it fails) before
+	// looking and before the CA comes back.
+	if err := f.clock.WaitTimers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
 	snap := f.m.Snapshot()
-	if snap[0].State != "backoff" || !snap[0].Usable || snap[0].Failures < 15 || !strings.Contains(snap[0].LastError, "503") {
+	if snap[0].State != identity.StateBackoff || !snap[0].Usable || snap[0].Failures < 15 || !strings.Contains(snap[0].LastError, "503") {
 		t.Fatalf("snapshot during outage: %+v", snap[0])
 	}
 	// CA back: the next retry succeeds and a new certificate is served.

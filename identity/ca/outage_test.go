@@ -59,6 +59,10 @@ func TestCAOutageEndToEnd(t *testing.T) {
 		clock.Advance(d)
 		down += d
 	}
+	// Let the attempt started by the last Advance fail before going on.
+	if err := clock.WaitTimers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
 	// An identity with no certificate fails, with the reason.
 	_, err = m.GetX509SVIDFor(ctx, wl("shop", "late"))
 	if !errors.Is(err, identity.ErrNoCertificate) || !strings.Contains(err.Error(), "connection refused") {
