@@ -48,13 +48,42 @@ func (m *Manager) Check(_ context.Context, pod PodNetns, desired Config) error {
 	if !st.sameAs(want) {
 		return fmt.Errorf("%w: %s: recorded state differs", ErrDrift, pod.ID)
 	}
-	pins := []string{pinLookup, pinPodEgress, pinStats, pinHostEgress}
-	if pod.HostInterface == "" {
-		pins[3] = pinPodIngress
-	}
-	for _, pin := range pins {
+	for _, pin := range []string{pinLookup, pinStats} {
 		if _, err := os.Stat(filepath.Join(m.podDir(pod.ID), pin)); err != nil {
 			return fmt.Errorf("%w: %s: %s missing", ErrDrift, pod.ID, pin)
+		}
+	}
+	h, err := nlHandle(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	filters := []struct {
+		h      *netlink.Handle
+		ifname string
+		f      tcFilter
+	}{{h, pod.Interface, tcPodEgress}}
+	if pod.HostInterface != "" {
+		hh, err := nlHandle(nil)
+		if err != nil {
+			return err
+		}
+		defer hh.Close()
+		filters = append(filters, struct {
+			h      *netlink.Handle
+			ifname string
+			f      tcFilter
+		}{hh, pod.HostInterface, tcHostEgress})
+	} else {
+		filters = append(filters, struct {
+			h      *netlink.Handle
+			ifname string
+			f      tcFilter
+		}{h, pod.Interface, tcPodIngress})
+	}
+	for _, f := range filters {
+		if bf, err := findFilter(f.h, f.ifname, f.f); err != nil || bf == nil {
+			return fmt.Errorf("%w: %s: %s missing on %s", ErrDrift, pod.ID, f.f.name, f.ifname)
 		}
 	}
 	if r := m.local[pod.ID]; r == nil || r.listeners[0] == nil {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 
 	"github.com/ambit-mesh/ambit/bpf"
 	"github.com/cilium/ebpf"
@@ -41,14 +40,11 @@ func (r *podRuntime) close() {
 
 // Pin names of a pod's objects under PinDir/pods/<ID>/.
 const (
-	pinLookup     = "link_lookup"
-	pinPodEgress  = "link_pod_egress"
-	pinPodIngress = "link_pod_ingress"
-	pinHostEgress = "link_host_egress"
-	pinStats      = "map_stats"
+	pinLookup = "link_lookup"
+	pinStats  = "map_stats"
 )
 
-var podLinkPins = []string{pinLookup, pinPodEgress, pinPodIngress, pinHostEgress}
+var podLinkPins = []string{pinLookup}
 
 func (m *Manager) podDir(id string) string { return filepath.Join(m.opts.PinDir, "pods", id) }
 
@@ -169,7 +165,7 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 }
 
 // ensurePodPrograms loads and attaches (or updates in place) the per-pod
-// programs unless the pinned ones already match st.
+// programs unless the attached ones already match st.
 func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
 	dir := m.podDir(st.Pod.ID)
 	maps := map[string]*ebpf.Map{}
@@ -183,38 +179,69 @@ func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("redirect: load pinned stats of %s: %w", st.Pod.ID, err)
 	}
-	want := map[string]bool{pinLookup: true, pinPodEgress: true, pinPodIngress: st.Pod.HostInterface == "", pinHostEgress: st.Pod.HostInterface != ""}
-	complete := len(maps) == 1
-	lm, err := m.listeners.Clone()
+	podH, err := nlHandle(ns)
 	if err != nil {
 		return err
 	}
-	maps["listeners"] = lm
-	for pin, w := range want {
-		_, err := os.Stat(filepath.Join(dir, pin))
-		if w != (err == nil) {
+	defer podH.Close()
+	hostH, err := nlHandle(nil)
+	if err != nil {
+		return err
+	}
+	defer hostH.Close()
+
+	// Filters this pod should have; the pod-side ingress anti-spoofing
+	// filter only when the host side is unknown (the host-side filter
+	// covers it otherwise).
+	type want struct {
+		h      *netlink.Handle
+		ifname string
+		f      tcFilter
+		prog   func(*bpf.Pod) *ebpf.Program
+	}
+	wants := []want{{podH, st.Pod.Interface, tcPodEgress, func(p *bpf.Pod) *ebpf.Program { return p.PodEgress }}}
+	if st.Pod.HostInterface != "" {
+		wants = append(wants, want{hostH, st.Pod.HostInterface, tcHostEgress, func(p *bpf.Pod) *ebpf.Program { return p.HostEgress }})
+	} else {
+		wants = append(wants, want{podH, st.Pod.Interface, tcPodIngress, func(p *bpf.Pod) *ebpf.Program { return p.PodIngress }})
+	}
+
+	complete := len(maps) == 1
+	if _, err := os.Stat(filepath.Join(dir, pinLookup)); err != nil {
+		complete = false
+	}
+	for _, w := range wants {
+		if bf, err := findFilter(w.h, w.ifname, w.f); err != nil || bf == nil {
 			complete = false
 		}
 	}
 	if complete && prev != nil && prev.sameAs(st) {
 		return nil
 	}
-	// Interfaces changed: re-attach those links rather than update them.
-	if prev != nil && prev.Pod.Interface != st.Pod.Interface {
-		unpinLink(filepath.Join(dir, pinPodEgress))
-		unpinLink(filepath.Join(dir, pinPodIngress))
-	}
-	if prev != nil && prev.Pod.HostInterface != st.Pod.HostInterface || st.Pod.HostInterface == "" {
-		if err := unpinLink(filepath.Join(dir, pinHostEgress)); err != nil {
-			return err
+	// Filters no longer wanted (interfaces changed, host side appeared or
+	// went away) are removed first.
+	if prev != nil {
+		if prev.Pod.Interface != st.Pod.Interface || st.Pod.HostInterface != "" {
+			if err := removeFilter(podH, prev.Pod.Interface, tcPodIngress); err != nil {
+				return err
+			}
+		}
+		if prev.Pod.Interface != st.Pod.Interface {
+			if err := removeFilter(podH, prev.Pod.Interface, tcPodEgress); err != nil {
+				return err
+			}
+		}
+		if prev.Pod.HostInterface != "" && prev.Pod.HostInterface != st.Pod.HostInterface {
+			if err := removeFilter(hostH, prev.Pod.HostInterface, tcHostEgress); err != nil {
+				return err
+			}
 		}
 	}
-	if st.Pod.HostInterface != "" {
-		// The host-side program also drops forged own addresses.
-		if err := unpinLink(filepath.Join(dir, pinPodIngress)); err != nil {
-			return err
-		}
+	lm, err := m.listeners.Clone()
+	if err != nil {
+		return err
 	}
+	maps["listeners"] = lm
 	p, err := bpf.LoadPod(bpf.PodConfig{
 		Own: st.Pod.Addresses, Probe: st.Config.ProbeSources,
 		InExclude: st.Config.InboundExcludePorts, OutExclude: st.Config.OutboundExcludePorts,
@@ -229,55 +256,14 @@ func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
 			return fmt.Errorf("redirect: pin stats: %w", err)
 		}
 	}
+	// Egress default deny and anti-forgery first, inbound steering last.
+	for _, w := range wants {
+		if err := ensureFilter(w.h, w.ifname, w.f, w.prog(p)); err != nil {
+			return err
+		}
+	}
 	attachLookup := func() (link.Link, error) { return link.AttachNetNs(int(ns.Fd()), p.Lookup) }
-	if err := ensureLink(filepath.Join(dir, pinLookup), p.Lookup, attachLookup); err != nil {
-		return err
-	}
-	// Each tcx attach waits for an RCU grace period under the rtnl lock
-	// (about 11 ms each on the target VM, measured; running them
-	// concurrently does not overlap the waits), so a pod gets two: egress
-	// on the pod interface and one anti-forgery program on the host side
-	// (or on the pod's ingress when the host side is unknown).
-	type tcx struct {
-		pin    string
-		prog   *ebpf.Program
-		attach ebpf.AttachType
-		inPod  bool
-		ifname string
-	}
-	jobs := []tcx{{pinPodEgress, p.PodEgress, ebpf.AttachTCXEgress, true, st.Pod.Interface}}
-	if st.Pod.HostInterface != "" {
-		jobs = append(jobs, tcx{pinHostEgress, p.HostEgress, ebpf.AttachTCXEgress, false, st.Pod.HostInterface})
-	} else {
-		jobs = append(jobs, tcx{pinPodIngress, p.PodIngress, ebpf.AttachTCXIngress, true, st.Pod.Interface})
-	}
-	errs := make([]error, len(jobs))
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			attach := func() (l link.Link, err error) {
-				do := func() error {
-					idx, err := net.InterfaceByName(j.ifname)
-					if err != nil {
-						return fmt.Errorf("redirect: interface %s: %w", j.ifname, err)
-					}
-					l, err = link.AttachTCX(link.TCXOptions{Interface: idx.Index, Program: j.prog, Attach: j.attach})
-					return err
-				}
-				if j.inPod {
-					err = inNetns(ns, do)
-				} else {
-					err = do()
-				}
-				return l, err
-			}
-			errs[i] = ensureLink(filepath.Join(dir, j.pin), j.prog, attach)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return ensureLink(filepath.Join(dir, pinLookup), p.Lookup, attachLookup)
 }
 
 // ensureLink updates the pinned link at pin to prog, or attaches and pins.
@@ -379,6 +365,8 @@ func (m *Manager) remove(id string) error {
 		}
 	}
 	if st != nil {
+		// Before the runtime (and its netns handle) goes.
+		errs = append(errs, m.removeFilters(st, r))
 		for i := range uint32(3) {
 			if err := m.listeners.Delete(3*st.Slot + i); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, err)
@@ -501,4 +489,34 @@ func (m *Manager) allocSlot(id string) (uint32, error) {
 		}
 	}
 	return 0, fmt.Errorf("%w: all %d pod slots in use", ErrInvalid, m.opts.MaxPods)
+}
+
+// removeFilters deletes the pod's tc filters: inside its netns (if it
+// still exists; its interfaces die with it) and on the host side.
+func (m *Manager) removeFilters(st *podState, r *podRuntime) error {
+	var errs []error
+	var ns *os.File
+	if r != nil {
+		ns = r.ns
+	} else if f, err := os.Open(st.Pod.NetnsPath); err == nil {
+		defer f.Close()
+		ns = f
+	}
+	if ns != nil {
+		if h, err := nlHandle(ns); err == nil {
+			errs = append(errs, removeFilter(h, st.Pod.Interface, tcPodEgress), removeFilter(h, st.Pod.Interface, tcPodIngress))
+			h.Close()
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	if st.Pod.HostInterface != "" {
+		if h, err := nlHandle(nil); err == nil {
+			errs = append(errs, removeFilter(h, st.Pod.HostInterface, tcHostEgress))
+			h.Close()
+		} else {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }

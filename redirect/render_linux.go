@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -97,28 +96,22 @@ func (m *Manager) renderPod(b *strings.Builder, id string, st *podState) {
 		b.WriteString("  netns unavailable\n")
 	} else {
 		fmt.Fprintf(b, "  link lookup %s\n", linkStatus(filepath.Join(dir, pinLookup), int(ns.Fd()), ebpf.AttachSkLookup))
-		for _, l := range []struct {
-			pin    string
-			attach ebpf.AttachType
-		}{{pinPodEgress, ebpf.AttachTCXEgress}, {pinPodIngress, ebpf.AttachTCXIngress}} {
-			if _, err := os.Stat(filepath.Join(dir, l.pin)); l.pin == pinPodIngress && err != nil && st != nil && st.Pod.HostInterface != "" {
-				continue // not wanted: the host-side program covers it
+		if st == nil {
+			b.WriteString("  tc unknown interfaces\n")
+		} else if h, err := nlHandle(ns); err != nil {
+			fmt.Fprintf(b, "  tc %v\n", err)
+		} else {
+			fmt.Fprintf(b, "  tc pod_egress %s\n", filterStatus(h, st.Pod.Interface, tcPodEgress))
+			if bf, _ := findFilter(h, st.Pod.Interface, tcPodIngress); bf != nil || st.Pod.HostInterface == "" {
+				fmt.Fprintf(b, "  tc pod_ingress %s\n", filterStatus(h, st.Pod.Interface, tcPodIngress))
 			}
-			var s string
-			if st == nil {
-				s = "unknown interface"
-			} else {
-				inNetns(ns, func() error {
-					s = tcxStatus(filepath.Join(dir, l.pin), st.Pod.Interface, l.attach)
-					return nil
-				})
+			h.Close()
+			if hh, err := nlHandle(nil); err == nil {
+				if bf, _ := findFilter(hh, st.Pod.HostInterface, tcHostEgress); bf != nil || st.Pod.HostInterface != "" {
+					fmt.Fprintf(b, "  tc host_egress %s\n", filterStatus(hh, st.Pod.HostInterface, tcHostEgress))
+				}
+				hh.Close()
 			}
-			fmt.Fprintf(b, "  link %s %s\n", strings.TrimPrefix(l.pin, "link_"), s)
-		}
-		if st != nil && st.Pod.HostInterface != "" {
-			fmt.Fprintf(b, "  link host_egress %s\n", tcxStatus(filepath.Join(dir, pinHostEgress), st.Pod.HostInterface, ebpf.AttachTCXEgress))
-		} else if _, err := os.Stat(filepath.Join(dir, pinHostEgress)); err == nil {
-			b.WriteString("  link host_egress pinned but not wanted\n")
 		}
 	}
 	if st != nil {
@@ -163,17 +156,6 @@ func linkStatus(pin string, target int, attach ebpf.AttachType) string {
 		}
 	}
 	return "pinned but NOT attached"
-}
-
-func tcxStatus(pin, ifname string, attach ebpf.AttachType) string {
-	idx, err := net.InterfaceByName(ifname)
-	if err != nil {
-		if _, serr := os.Stat(pin); serr == nil {
-			return "pinned, interface " + ifname + " missing"
-		}
-		return "interface " + ifname + " missing"
-	}
-	return linkStatus(pin, idx.Index, attach) + " on " + ifname
 }
 
 func attachName(a ebpf.AttachType) string {

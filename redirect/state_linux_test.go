@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vishvananda/netlink"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -162,20 +163,31 @@ func assertNothingLeft(t *testing.T, m *Manager, p *testPod) {
 	if err != nil || len(q.Programs) != 0 {
 		t.Errorf("sk_lookup programs on %s netns: %v (%v)", p.name, q, err)
 	}
-	inNetns(p.ns, func() error {
-		idx, _ := net.InterfaceByName("eth0")
-		for _, at := range []ebpf.AttachType{ebpf.AttachTCXEgress, ebpf.AttachTCXIngress} {
-			q, err := link.QueryPrograms(link.QueryOptions{Target: idx.Index, Attach: at})
-			if err != nil || len(q.Programs) != 0 {
-				t.Errorf("%v programs on %s eth0: %v (%v)", at, p.name, q, err)
+	// No filter and no clsact qdisc left on either side.
+	for _, side := range []struct {
+		ns     *os.File
+		ifname string
+	}{{p.ns, "eth0"}, {nil, p.hostIf}} {
+		h, err := nlHandle(side.ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := h.LinkByName(side.ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, parent := range []uint32{netlink.HANDLE_MIN_EGRESS, netlink.HANDLE_MIN_INGRESS} {
+			if fs, err := h.FilterList(l, parent); err != nil || len(fs) != 0 {
+				t.Errorf("filters on %s: %v %v", side.ifname, fs, err)
 			}
 		}
-		return nil
-	})
-	idx, _ := net.InterfaceByName(p.hostIf)
-	q, err = link.QueryPrograms(link.QueryOptions{Target: idx.Index, Attach: ebpf.AttachTCXEgress})
-	if err != nil || len(q.Programs) != 0 {
-		t.Errorf("tcx programs on host side %s: %v (%v)", p.hostIf, q, err)
+		qs, _ := h.QdiscList(l)
+		for _, q := range qs {
+			if q.Type() == "clsact" {
+				t.Errorf("clsact left on %s", side.ifname)
+			}
+		}
+		h.Close()
 	}
 	if _, err := os.Stat(m.podDir(p.name)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("pin dir of %s still there: %v", p.name, err)

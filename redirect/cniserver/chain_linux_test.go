@@ -212,7 +212,7 @@ func TestChainedPlugin(t *testing.T) {
 				t.Fatalf("not enrolled after ADD: %v", err)
 			}
 			st, _ := n.m.State()
-			if !strings.Contains(st, "pod c0ffee01") || !strings.Contains(st, "link host_egress attached") ||
+			if !strings.Contains(st, "pod c0ffee01") || !strings.Contains(st, "tc host_egress attached") ||
 				!strings.Contains(st, "config probe ["+n.gw4.String()) {
 				t.Errorf("state after ADD:\n%s", st)
 			}
