@@ -35,10 +35,13 @@ var needed = []feature{
 	{"BPF_MAP_TYPE_SOCKMAP", "4.14", func() error { return features.HaveMapType(ebpf.SockMap) }},
 	{"BPF_MAP_TYPE_LRU_HASH", "4.10", func() error { return features.HaveMapType(ebpf.LRUHash) }},
 	{"bounded loops", "5.3", features.HaveBoundedLoops},
+	{"BPF_PROG_TYPE_SCHED_CLS", "4.1", func() error { return features.HaveProgramType(ebpf.SchedCLS) }},
+	{"bpf_sk_storage_delete in cgroup sock_addr", "5.10", func() error {
+		return features.HaveProgramHelper(ebpf.CGroupSockAddr, asm.FnSkStorageDelete)
+	}},
 }
 
-// CheckFeatures probes the running kernel for everything the capture uses
-// (tcx links, 6.6, are checked when attaching). The error names the first
+// CheckFeatures probes the running kernel for everything the capture uses. The error names the first
 // missing feature, the kernel version that introduced it and the running
 // kernel.
 func CheckFeatures() error {
