@@ -29,5 +29,5 @@ bench: ## Benchmarks: direct TCP vs mTLS splice vs HBONE (BENCH_OUT=file.json fo
 	$(GO) run ./cmd/ambit-bench -out "$(BENCH_OUT)"
 
 .PHONY: demo
-demo: ## Run two HBONE endpoints on this machine and carry a connection through them.
-	$(GO) run ./cmd/ambit demo
+demo: ## Narrated demo: a real CA, node certificates, a policy, HBONE between two endpoints.
+	$(GO) run ./cmd/ambit-demo
