@@ -101,27 +101,36 @@ func markControl(mark uint32) func(network, address string, c syscall.RawConn) e
 	}
 }
 
-// listenIn creates a marked TCP listener on an ephemeral port inside ns.
-// The port does not matter: sk_lookup steers the well-known ports to it
-// through the sockmap. Dual-stack when the namespace has IPv6.
-func listenIn(ctx context.Context, ns *os.File, mark uint32) (*net.TCPListener, error) {
-	var ln net.Listener
+// listenIn creates n marked TCP listeners on ephemeral ports inside ns,
+// entering it once. The port does not matter: sk_lookup steers the
+// well-known ports to them through the sockmap. Dual-stack when the
+// namespace has IPv6.
+func listenIn(ctx context.Context, ns *os.File, mark uint32, n int) ([]*net.TCPListener, error) {
+	var out []*net.TCPListener
 	err := inNetns(ns, func() error {
 		lc := net.ListenConfig{Control: markControl(mark)}
 		// Go listens with MPTCP by default since 1.24; sockmap (and so
 		// sk_lookup) accepts only plain TCP listeners.
 		lc.SetMultipathTCP(false)
-		var err error
-		ln, err = lc.Listen(ctx, "tcp", "[::]:0")
-		if err != nil {
-			ln, err = lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+		for range n {
+			ln, err := lc.Listen(ctx, "tcp", "[::]:0")
+			if err != nil {
+				ln, err = lc.Listen(ctx, "tcp4", "0.0.0.0:0")
+			}
+			if err != nil {
+				for _, l := range out {
+					l.Close()
+				}
+				return err
+			}
+			out = append(out, ln.(*net.TCPListener))
 		}
-		return err
+		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("redirect: listen in pod netns: %w", err)
 	}
-	return ln.(*net.TCPListener), nil
+	return out, nil
 }
 
 // dialIn dials from inside ns with a marked socket, which capture ignores.

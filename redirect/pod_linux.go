@@ -296,14 +296,22 @@ func ensureLink(pin string, prog *ebpf.Program, attach func() (link.Link, error)
 // atomic: a new connection finds either the old or the new listener.
 func (m *Manager) ensureListeners(ctx context.Context, st *podState, r *podRuntime) error {
 	id := st.Pod.ID
-	for slot := range r.listeners {
-		if r.listeners[slot] == nil {
-			ln, err := listenIn(ctx, r.ns, m.opts.Mark)
-			if err != nil {
-				return err
-			}
-			r.listeners[slot] = ln
+	var missing []int
+	for slot, l := range r.listeners {
+		if l == nil {
+			missing = append(missing, slot)
 		}
+	}
+	if len(missing) > 0 {
+		lns, err := listenIn(ctx, r.ns, m.opts.Mark, len(missing))
+		if err != nil {
+			return err
+		}
+		for i, slot := range missing {
+			r.listeners[slot] = lns[i]
+		}
+	}
+	for slot := range r.listeners {
 		rc, err := r.listeners[slot].SyscallConn()
 		if err != nil {
 			return err
