@@ -7,7 +7,7 @@ PKGS  ?= ./...
 
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build the binaries into bin/.
@@ -20,9 +20,25 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block).
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
 
+.PHONY: deps
+deps: ## Install the distribution packages the tests and the cluster need (Debian, as root).
+	e2e/hack/install-deps.sh
+
+.PHONY: cluster-bins
+cluster-bins: ## Build the pinned Kubernetes, etcd, CNI, helm, CoreDNS binaries into bin/ (cached).
+	e2e/hack/build-bins.sh
+
+.PHONY: generate
+generate: ## Regenerate eBPF objects (clang, llvm) and CRD/DeepCopy code.
+	$(GO) generate ./bpf/... ./node/apis/...
+
+.PHONY: verify-generated
+verify-generated: generate ## Fail if generated files differ from what is committed.
+	git diff --exit-code -- bpf node/apis charts/ambit/crds
+
 .PHONY: test
-test: lint ## Lint, then every test with the race detector (run as root: privileged tests need it).
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+test: deps cluster-bins lint ## Install what is needed, lint, then every test with -race (as root: privileged and cluster tests run).
+	AMBIT_CNI_PLUGINS=$${AMBIT_CNI_PLUGINS:-$(CURDIR)/bin/cni} $(GO) test -race -count=1 -timeout 45m $(PKGS)
 
 .PHONY: bench
 bench: ## Benchmarks: direct TCP vs mTLS splice vs HBONE (BENCH_OUT=file.json for JSON).

@@ -7,10 +7,13 @@
 #   iproute2, iptables network namespaces, veths, routes, bridge NAT rules
 #   tcpdump            wire captures in the scenarios
 #   ca-certificates    go module downloads
+#   clang, llvm, libbpf-dev, linux-libc-dev
+#                      `make generate`: bpf2go compiles bpf/*.c and CI checks
+#                      the committed objects match a fresh generation
 # Already-installed packages make this a quick no-op.
 set -euo pipefail
 
-pkgs=(containerd runc iproute2 iptables tcpdump ca-certificates)
+pkgs=(containerd runc iproute2 iptables tcpdump ca-certificates clang llvm libbpf-dev linux-libc-dev)
 
 missing=()
 for p in "${pkgs[@]}"; do
