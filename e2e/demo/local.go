@@ -244,8 +244,13 @@ func exchange(ctx context.Context, c *tunnel.Client, r tunnel.DialRequest, msg s
 	if _, err := fmt.Fprintln(conn, msg); err != nil {
 		return "", err
 	}
-	reply, err := bufio.NewReader(conn).ReadString('\n')
-	return strings.TrimSpace(reply), err
+	// Half-close (END_STREAM), then read the reply until the app closes
+	// (END_STREAM back): a clean end both ways, as TCP FINs would be.
+	if err := conn.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		return "", err
+	}
+	reply, err := io.ReadAll(conn)
+	return strings.TrimSpace(string(reply)), err
 }
 
 // startApp runs a line-echo app that knows nothing of ambit.
