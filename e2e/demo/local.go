@@ -43,11 +43,11 @@ spec:
 
 // Outcome is what the local demo observed; tests assert on it.
 type Outcome struct {
-	Reply          string        // what the app answered the allowed client
-	ServerSawPeer  spiffeid.ID   // client identity the HBONE server verified
-	ClientSawPeer  spiffeid.ID   // server identity the HBONE client verified
-	DeniedErr      error         // the denied client's error (wraps tunnel.ErrDenied)
-	CARefusedErr   error         // the CA's refusal for an identity with no pod here
+	Reply          string      // what the app answered the allowed client
+	ServerSawPeer  spiffeid.ID // client identity the HBONE server verified
+	ClientSawPeer  spiffeid.ID // server identity the HBONE client verified
+	DeniedErr      error       // the denied client's error (wraps tunnel.ErrDenied)
+	CARefusedErr   error       // the CA's refusal for an identity with no pod here
 	Certificates   []identity.CertInfo
 	AccessLogLines []string
 }
