@@ -1,6 +1,8 @@
 package bpf
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net/netip"
 
@@ -109,4 +111,11 @@ func NewListenersMap(maxPods uint32) (*ebpf.Map, error) {
 		return nil, fmt.Errorf("bpf: create listeners map: %w", err)
 	}
 	return m, nil
+}
+
+// PodObjectHash identifies the embedded pod object (its SHA-256), so that
+// state written by another build can tell its programs are different.
+func PodObjectHash() string {
+	h := sha256.Sum256(_PodBytes)
+	return hex.EncodeToString(h[:8])
 }

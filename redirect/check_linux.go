@@ -3,6 +3,7 @@ package redirect
 import (
 	"context"
 	"fmt"
+	"github.com/ambit-mesh/ambit/bpf"
 	"net"
 	"os"
 	"path/filepath"
@@ -43,7 +44,7 @@ func (m *Manager) Check(_ context.Context, pod PodNetns, desired Config) error {
 	if err != nil {
 		return err
 	}
-	want := &podState{Pod: pod, Config: desired, Cookie: cookie, Slot: st.Slot}
+	want := &podState{Pod: pod, Config: desired, Cookie: cookie, Slot: st.Slot, Programs: bpf.PodObjectHash()}
 	want.Pod.Netns = nil
 	if !st.sameAs(want) {
 		return fmt.Errorf("%w: %s: recorded state differs", ErrDrift, pod.ID)

@@ -140,46 +140,32 @@ func (m *Manager) ensureGlobal(context.Context) error {
 		}
 		maps[n] = mp
 	}
-	var missing []int
-	for i, g := range globalLinks {
-		l, err := link.LoadPinnedLink(m.globalPin(g.name), nil)
-		if err == nil {
-			l.Close()
+	// Always load this binary's programs: pinned links are updated in place
+	// (atomic for cgroup links), so a new daemon version brings its
+	// programs along while sharing the pinned maps; missing links are
+	// attached.
+	c, err := bpf.LoadCapture(bpf.CaptureOptions{Mark: m.opts.Mark, MarkMask: m.opts.MarkMask, Maps: maps})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	for name, mp := range map[string]*ebpf.Map{"pods": c.Pods, "origdst": c.OrigDst, "sk_orig": c.SkOrig} {
+		if _, ok := maps[name]; ok {
 			continue
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("redirect: load pinned link %s: %w", g.name, err)
+		if err := mp.Pin(m.globalPin("map_" + name)); err != nil {
+			return fmt.Errorf("redirect: pin %s: %w", name, err)
 		}
-		missing = append(missing, i)
-	}
-	if len(missing) > 0 || len(maps) < len(globalMaps) {
-		c, err := bpf.LoadCapture(bpf.CaptureOptions{Mark: m.opts.Mark, MarkMask: m.opts.MarkMask, Maps: maps})
-		if err != nil {
+		if maps[name], err = mp.Clone(); err != nil {
 			return err
 		}
-		defer c.Close()
-		for name, mp := range map[string]*ebpf.Map{"pods": c.Pods, "origdst": c.OrigDst, "sk_orig": c.SkOrig} {
-			if _, ok := maps[name]; ok {
-				continue
-			}
-			if err := mp.Pin(m.globalPin("map_" + name)); err != nil {
-				return fmt.Errorf("redirect: pin %s: %w", name, err)
-			}
-			if maps[name], err = mp.Clone(); err != nil {
-				return err
-			}
+	}
+	for _, g := range globalLinks {
+		attach := func() (link.Link, error) {
+			return link.AttachCgroup(link.CgroupOptions{Path: m.opts.CgroupPath, Attach: g.attach, Program: g.prog(c)})
 		}
-		for _, i := range missing {
-			g := globalLinks[i]
-			l, err := link.AttachCgroup(link.CgroupOptions{Path: m.opts.CgroupPath, Attach: g.attach, Program: g.prog(c)})
-			if err != nil {
-				return fmt.Errorf("redirect: attach %s at %s: %w", g.name, m.opts.CgroupPath, err)
-			}
-			err = l.Pin(m.globalPin(g.name))
-			l.Close()
-			if err != nil {
-				return fmt.Errorf("redirect: pin %s: %w", g.name, err)
-			}
+		if err := ensureLink(m.globalPin(g.name), g.prog(c), attach); err != nil {
+			return fmt.Errorf("redirect: %s at %s: %w", g.name, m.opts.CgroupPath, err)
 		}
 	}
 	m.pods, m.origdst, m.skOrig = maps["pods"], maps["origdst"], maps["sk_orig"]

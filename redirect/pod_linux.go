@@ -124,7 +124,7 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fail(fmt.Errorf("redirect: %w", err))
 	}
-	st := &podState{Pod: pod, Config: desired, Cookie: cookie}
+	st := &podState{Pod: pod, Config: desired, Cookie: cookie, Programs: bpf.PodObjectHash()}
 	st.Pod.Netns = nil
 	if prev != nil {
 		st.Slot = prev.Slot

@@ -3,9 +3,12 @@ package redirect
 import (
 	"context"
 	"errors"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -209,5 +212,53 @@ func TestRecoverAfterKill(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("not captured after recover")
+	}
+}
+
+// An upgrade brings its programs along: a new Manager updates the pinned
+// node-wide links in place, and Recover reloads the programs of a pod whose
+// state was written by a build with other programs.
+func TestUpgradeReplacesPrograms(t *testing.T) {
+	l := newLab(t)
+	a := l.pod("pod-a", 2)
+	pinDir, stateDir := filepath.Join(mountBPFFS(t), "ambit"), t.TempDir()
+	ctx := ctxT(t, 20*time.Second)
+	m1 := newManager(t, pinDir, stateDir)
+	if err := m1.Apply(ctx, a.netns(), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	globalID := func(m *Manager) ebpf.ProgramID {
+		lk, err := link.LoadPinnedLink(m.globalPin("connect4"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lk.Close()
+		info, _ := lk.Info()
+		return info.Program
+	}
+	g1, p1 := globalID(m1), progIDs(t, m1, "pod-a")
+	m1.Close()
+	// Pretend the pod was enrolled by another build.
+	st, err := (&Manager{opts: Options{StateDir: stateDir}}).readState("pod-a")
+	if err != nil || st == nil {
+		t.Fatal(err)
+	}
+	st.Programs = "older-build"
+	if err := (&Manager{opts: Options{StateDir: stateDir}}).writeState(st); err != nil {
+		t.Fatal(err)
+	}
+	m2 := newManager(t, pinDir, stateDir)
+	t.Cleanup(func() { m2.Uninstall(context.Background()) })
+	if _, err := m2.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if g2 := globalID(m2); g2 == g1 {
+		t.Error("node-wide programs not replaced by the new manager")
+	}
+	if p2 := progIDs(t, m2, "pod-a"); slices.Equal(p1, p2) {
+		t.Error("pod programs of an older build not replaced on recover")
+	}
+	if st := state(t, m2); !strings.Contains(st, "link lookup attached") || !strings.Contains(st, "connect4 attached") {
+		t.Errorf("state after upgrade:\n%s", st)
 	}
 }

@@ -19,10 +19,13 @@ type podState struct {
 	Cookie uint64   `json:"netnsCookie"`
 	// Slot is the pod's index in the node-wide listeners sockmap.
 	Slot uint32 `json:"slot"`
+	// Programs identifies the pod programs' object (bpf.PodObjectHash), so
+	// a daemon of another version reloads them on Recover.
+	Programs string `json:"programs"`
 }
 
 func (s *podState) sameAs(o *podState) bool {
-	return s.Cookie == o.Cookie && s.Slot == o.Slot && reflect.DeepEqual(s.Pod, o.Pod) && reflect.DeepEqual(s.Config, o.Config)
+	return s.Cookie == o.Cookie && s.Slot == o.Slot && s.Programs == o.Programs && reflect.DeepEqual(s.Pod, o.Pod) && reflect.DeepEqual(s.Config, o.Config)
 }
 
 func (m *Manager) statePath(id string) string {
