@@ -106,6 +106,9 @@
 // new connection lands on either the old or the new listener, never on
 // none. The old process keeps its accepted connections and should drain
 // its accept queue before closing its listeners.
+// A new build brings its programs along: New updates the pinned cgroup
+// links in place and Recover reloads a pod's programs when its state names
+// another build's object (bpf.PodObjectHash).
 //
 // # Namespaces
 //
