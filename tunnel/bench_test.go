@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"testing"
@@ -266,12 +267,16 @@ func BenchmarkConnect(b *testing.B) {
 	})
 }
 
-// BenchmarkIdleMemory opens 1000 connections, moves 1 KiB through each,
+// BenchmarkIdleMemory opens 1000 connections (TUNE_CONNS to change),
+// moves 1 KiB through each,
 // leaves them idle and reports heap+stack per connection, minus what the
 // same connections cost over plain TCP (the app side and the test client),
 // halved: the figure per tunnel endpoint.
 func BenchmarkIdleMemory(b *testing.B) {
-	const n = 1000
+	n := 1000
+	if v, err := strconv.Atoi(os.Getenv("TUNE_CONNS")); err == nil && v > 0 {
+		n = v // e.g. 10000 (needs ulimit -n above 4 sockets per connection)
+	}
 	measure := func(b *testing.B, dial func() net.Conn) float64 {
 		before := memInUse()
 		conns := make([]net.Conn, 0, n)
@@ -297,7 +302,7 @@ func BenchmarkIdleMemory(b *testing.B) {
 		for _, c := range conns {
 			c.Close()
 		}
-		return float64(after-before) / n
+		return float64(after-before) / float64(n)
 	}
 	set := tuneSettings()
 	for i := 0; i < b.N; i++ {

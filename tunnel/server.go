@@ -129,14 +129,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, w Workload) error {
 			case ctx.Err() != nil:
 				return ctx.Err()
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("hbone: accept failed, retrying", "err", err, "backoff", backoff)
-				time.Sleep(backoff)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return err
 			}
-			return err
+			// Anything else (EMFILE, ENFILE, ECONNABORTED...) is transient
+			// for a listener: back off and keep serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("hbone: accept failed, retrying", "err", err, "backoff", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return ctx.Err()
+			}
+			continue
 		}
 		backoff = 0
 		s.ctr.tunnelsAccepted.Add(1)
