@@ -93,19 +93,28 @@
 //     read buffer per connection for no measured gain).
 //
 // Figures after these changes (BenchmarkRatio medians, 5 blocks each, three
-// runs; BenchmarkIdleMemory 1,000 connections; BenchmarkConnect):
+// runs; BenchmarkIdleMemory at 1,000 and 2,000 connections;
+// BenchmarkConnect):
 //
 //	RTT p50, 1 KiB echo         1.05x the mTLS splice  (target <= 1.25x)
 //	1-stream throughput         0.91-1.05x             (target >= 0.95x)
-//	8-stream throughput         1.13-1.22x             (target >= 0.95x)
+//	8-stream throughput         1.13-1.22x             (target >= 0.95x; see below)
 //	CPU per byte                0.86-1.01x
 //	new connections/s (pooled)  about 4x               (target >= 2x)
 //	idle memory per endpoint    12.8-13.3 KiB          (target <= 16 KiB; mTLS splice about 90 KiB)
 //
-// 1-stream throughput is at CPU parity with the splice but at times just
-// under 0.95x in wall-clock time. One stream is a pipeline of goroutines
-// over two shared cores, and the run-to-run spread is as wide as the gap.
-// What would close it: deliver DATA in place from the TLS record buffer
-// (skipping the Framer's read copy), and batch WINDOW_UPDATEs with DATA
-// writes.
+// The repository's end-to-end harness (make bench, tunnel/tunnelbench:
+// sustained transfers, paths run one after the other) agreed on RTT p50
+// (1.05x), connections/s (4-5x) and idle memory (5-9 KiB per endpoint at
+// 100 connections). Its throughput figures swung between runs on the
+// shared machine: 1 stream 0.81-1.34x, 8 streams 0.61-0.87x, CPU per byte
+// 1.14-1.41x. The 8-stream case is the open risk. Eight streams share one
+// TLS connection, so each endpoint encrypts (under the write lock) and
+// decrypts (in the read loop) on one goroutine, where eight mTLS
+// connections spread that work over both cores. What would close it: open
+// a second connection per pool key once a connection's write lock is
+// contended, deliver DATA from the TLS record buffer without the Framer's
+// read copy, and batch WINDOW_UPDATEs with DATA writes. 1-stream
+// throughput runs at CPU parity with the splice but sometimes just under
+// 0.95x in wall-clock time, within the run-to-run spread.
 package tunnel
