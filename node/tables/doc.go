@@ -1,0 +1,47 @@
+// Package tables is the node agent's in-memory view of the cluster and the
+// routing of captured connections: which pods exist (and which of them are
+// in the mesh), which Services and endpoints they form, and, for a
+// connection captured from a pod, where it goes and how (HBONE to the
+// endpoint's 15008 expecting its SPIFFE identity, plain passthrough, or
+// deny).
+//
+// It has no client and no goroutines. The informers of package node/watch
+// call Tables.OnAdd/OnUpdate/OnDelete (Tables is the
+// cache.ResourceEventHandler of the Pod, Namespace, Service and
+// EndpointSlice informers); tests and benchmarks call the same methods with
+// synthetic objects.
+//
+// # Design
+//
+//   - Compact records, not API objects. A pod is kept as namespace, name,
+//     UID, service account, node, labels, addresses and a few flags;
+//     strings that repeat across pods (namespace, service account, node,
+//     label keys and values) are interned with package unique, so 100,000
+//     pods of a few thousand Deployments share one copy of each. Labels are
+//     a sorted slice of interned pairs that implements labels.Labels, so
+//     selectors match without building maps.
+//   - One RWMutex. Writes are short (map updates of one object); Resolve
+//     takes the read lock and does not allocate beyond the identity it
+//     returns. Namespace relabelling is the only write whose cost grows
+//     with the data, and it is bounded by the pods of that namespace on
+//     this node (an index kept for that purpose), not the cluster's.
+//   - Enrolment is computed, not stored cluster-wide: a pod is enrolled
+//     when it is eligible (not opted out, not hostNetwork, not ambit
+//     itself), running with an address, and its namespace is selected. So
+//     relabelling a namespace updates every pod's enrolment for routing at
+//     once. For pods on this node the tables also remember the state last
+//     announced and emit Enrol/Release events on every transition
+//     (namespace relabel, pod opt-out, pod recreated under the same name,
+//     pod deleted), in order, outside the lock, so the capture layer can
+//     act on running pods without restarting them.
+//   - Routing follows the EndpointSlices, not the Service's targetPort:
+//     the slice controller has already resolved named target ports per
+//     pod, so a Service port maps to the slice port of the same name and
+//     different slices may carry different numbers. Endpoints are spread
+//     round robin; locality uses the source pod's node. See Resolve.
+//   - Invalid objects (unparseable addresses, ports out of range, an
+//     address of the wrong family) are logged, counted in Stats.BadObjects
+//     and ignored as a whole: the previous state of that object stays.
+//
+// Sizes and costs are measured by BenchmarkTables in bench_test.go.
+package tables

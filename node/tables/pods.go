@@ -1,0 +1,217 @@
+package tables
+
+import (
+	"fmt"
+	"net/netip"
+	"unique"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// workload is the compact record of one pod. Strings that repeat across
+// pods (namespace, service account, node, labels) are interned.
+type workload struct {
+	ns, sa, node unique.Handle[string]
+	name, uid    string
+	labels       Labels
+	ips          []netip.Addr
+	hostNetwork  bool
+	// eligible: not opted out, not hostNetwork, not ambit itself.
+	eligible bool
+	// live: has an address and has not finished (Succeeded/Failed).
+	live bool
+	// local: scheduled on this node.
+	local bool
+	// enrolled is maintained for local pods only: the state last announced
+	// with an Enrol/Release event.
+	enrolled bool
+}
+
+// Workload is a copy of one pod's record, as returned by the lookups.
+type Workload struct {
+	Namespace, Name, UID, ServiceAccount, Node string
+	IPs                                        []netip.Addr
+	Labels                                     Labels
+	HostNetwork                                bool
+	// Enrolled: the pod is in the mesh (its namespace is selected, it did
+	// not opt out, it is not hostNetwork and not ambit itself, and it is
+	// running with an address).
+	Enrolled bool
+}
+
+func (t *Tables) snapshot(w *workload) Workload {
+	return Workload{
+		Namespace: w.ns.Value(), Name: w.name, UID: w.uid,
+		ServiceAccount: w.sa.Value(), Node: w.node.Value(),
+		IPs: append([]netip.Addr(nil), w.ips...), Labels: w.labels,
+		HostNetwork: w.hostNetwork, Enrolled: t.isEnrolled(w),
+	}
+}
+
+// isEnrolled computes enrolment from the pod and its namespace; called with
+// t.mu held.
+func (t *Tables) isEnrolled(w *workload) bool {
+	if !w.eligible || !w.live {
+		return false
+	}
+	n := t.namespaces[w.ns.Value()]
+	return n != nil && n.enabled
+}
+
+func (t *Tables) newWorkload(p *corev1.Pod) (*workload, error) {
+	w := &workload{
+		ns: intern(p.Namespace), name: p.Name, uid: string(p.UID),
+		sa: intern(p.Spec.ServiceAccountName), node: intern(p.Spec.NodeName),
+		labels:      makeLabels(p.Labels),
+		hostNetwork: p.Spec.HostNetwork,
+		local:       p.Spec.NodeName == t.opts.LocalNode,
+	}
+	if !w.hostNetwork {
+		seen := make(map[netip.Addr]bool, 2)
+		add := func(s string) error {
+			if s == "" {
+				return nil
+			}
+			a, err := netip.ParseAddr(s)
+			if err != nil {
+				return fmt.Errorf("pod IP %q: %w", s, err)
+			}
+			a = a.Unmap()
+			if !seen[a] {
+				seen[a] = true
+				w.ips = append(w.ips, a)
+			}
+			return nil
+		}
+		if err := add(p.Status.PodIP); err != nil {
+			return nil, err
+		}
+		for _, ip := range p.Status.PodIPs {
+			if err := add(ip.IP); err != nil {
+				return nil, err
+			}
+		}
+	}
+	finished := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+	w.live = len(w.ips) > 0 && !finished && p.DeletionTimestamp == nil
+	if finished {
+		w.ips = nil // the address may already belong to another pod
+	}
+	w.eligible = !w.hostNetwork && !t.opts.PodOptOutSelector.Matches(w.labels) && !t.isSelf(p.Namespace, w.labels)
+	return w, nil
+}
+
+func (t *Tables) isSelf(ns string, l Labels) bool {
+	if t.opts.SelfSelector == nil || (t.opts.SelfNamespace != "" && ns != t.opts.SelfNamespace) {
+		return false
+	}
+	return t.opts.SelfSelector.Matches(l)
+}
+
+func (t *Tables) upsertPod(p *corev1.Pod) {
+	k := objKey{p.Namespace, p.Name}
+	w, err := t.newWorkload(p)
+	if err != nil {
+		t.bad("Pod", k, err)
+		return
+	}
+	t.write(func(ev *[]Event) {
+		old := t.pods[k]
+		if old != nil {
+			t.unindexPod(old)
+		}
+		t.pods[k] = w
+		for _, a := range w.ips {
+			t.byIP[a] = w
+		}
+		if w.local {
+			names := t.local[k.ns]
+			if names == nil {
+				names = make(map[string]struct{})
+				t.local[k.ns] = names
+			}
+			names[k.name] = struct{}{}
+		}
+		// A new UID under the same name is a new pod: release the old one
+		// before enrolling its successor.
+		if old != nil && old.enrolled && (old.uid != w.uid || !w.local) {
+			old.enrolled = false
+			*ev = append(*ev, Event{Type: Release, Workload: t.snapshot(old)})
+		} else if old != nil {
+			w.enrolled = old.enrolled
+		}
+		t.reconcile(w, ev)
+	})
+}
+
+// unindexPod removes w from the indexes, leaving t.pods alone.
+func (t *Tables) unindexPod(w *workload) {
+	for _, a := range w.ips {
+		if t.byIP[a] == w {
+			delete(t.byIP, a)
+		}
+	}
+	if w.local {
+		ns := w.ns.Value()
+		if names := t.local[ns]; names != nil {
+			delete(names, w.name)
+			if len(names) == 0 {
+				delete(t.local, ns)
+			}
+		}
+	}
+}
+
+func (t *Tables) deletePod(p *corev1.Pod) {
+	k := objKey{p.Namespace, p.Name}
+	t.write(func(ev *[]Event) {
+		old := t.pods[k]
+		if old == nil || (p.UID != "" && string(p.UID) != old.uid) {
+			return // unknown, or a stale delete of a predecessor
+		}
+		t.unindexPod(old)
+		delete(t.pods, k)
+		if old.enrolled {
+			old.enrolled = false
+			*ev = append(*ev, Event{Type: Release, Workload: t.snapshot(old)})
+		}
+	})
+}
+
+// Lookup returns the pod that owns addr.
+func (t *Tables) Lookup(addr netip.Addr) (Workload, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	w := t.byIP[addr.Unmap()]
+	if w == nil {
+		return Workload{}, false
+	}
+	return t.snapshot(w), true
+}
+
+// Pod returns the pod namespace/name.
+func (t *Tables) Pod(namespace, name string) (Workload, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	w := t.pods[objKey{namespace, name}]
+	if w == nil {
+		return Workload{}, false
+	}
+	return t.snapshot(w), true
+}
+
+// LocalEnrolled returns this node's enrolled pods (for the capture layer
+// to reconcile against at start, and for readiness).
+func (t *Tables) LocalEnrolled() []Workload {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var out []Workload
+	for ns, names := range t.local {
+		for name := range names {
+			if w := t.pods[objKey{ns, name}]; w != nil && w.enrolled {
+				out = append(out, t.snapshot(w))
+			}
+		}
+	}
+	return out
+}
