@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"unique"
 
+	"github.com/ambit-mesh/ambit/identity"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 )
 
@@ -14,8 +16,11 @@ type workload struct {
 	ns, sa, node unique.Handle[string]
 	name, uid    string
 	labels       Labels
-	ips          []netip.Addr
-	hostNetwork  bool
+	// id is the pod's SPIFFE identity, shared by the pods of a service
+	// account (zero if namespace or service account cannot form one).
+	id          spiffeid.ID
+	ips         []netip.Addr
+	hostNetwork bool
 	// eligible: not opted out, not hostNetwork, not ambit itself.
 	eligible bool
 	// live: has an address and has not finished (Succeeded/Failed).
@@ -97,6 +102,7 @@ func (t *Tables) newWorkload(p *corev1.Pod) (*workload, error) {
 	if finished {
 		w.ips = nil // the address may already belong to another pod
 	}
+	w.id = t.identityOf(p.Namespace, p.Spec.ServiceAccountName)
 	w.eligible = !w.hostNetwork && !t.opts.PodOptOutSelector.Matches(w.labels) && !t.isSelf(p.Namespace, w.labels)
 	return w, nil
 }
@@ -214,4 +220,24 @@ func (t *Tables) LocalEnrolled() []Workload {
 		}
 	}
 	return out
+}
+
+type saKey struct{ ns, sa string }
+
+// identityOf returns the SPIFFE ID of a service account, built once per
+// service account and shared by its pods (one string instead of one per
+// pod, and no allocation per connection). The cache only grows with the
+// number of distinct service accounts ever seen.
+func (t *Tables) identityOf(ns, sa string) spiffeid.ID {
+	k := saKey{ns, sa}
+	if id, ok := t.ids.Load(k); ok {
+		return id.(spiffeid.ID)
+	}
+	id, err := identity.Workload(t.opts.TrustDomain, ns, sa)
+	if err != nil {
+		t.log.Warn("pod has no valid identity", "namespace", ns, "serviceAccount", sa, "err", err)
+		return spiffeid.ID{}
+	}
+	t.ids.Store(k, id)
+	return id
 }

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"unique"
 
-	"github.com/ambit-mesh/ambit/identity"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	corev1 "k8s.io/api/core/v1"
 )
@@ -38,17 +37,31 @@ func (k Kind) String() string {
 
 // Reasons a Route gives.
 const (
-	ReasonEnrolled          = "endpoint enrolled"
-	ReasonNotEnrolled       = "endpoint not enrolled"
-	ReasonNotPod            = "endpoint is not a known pod"
-	ReasonOutsideCluster    = "destination outside the cluster"
-	ReasonUnknownInCluster  = "unknown address inside the cluster ranges"
-	ReasonUnknownDenied     = "unknown destination denied by configuration"
-	ReasonNoServicePort     = "service has no such TCP port"
-	ReasonNoReadyEndpoint   = "service has no ready endpoint"
-	ReasonNoLocalEndpoint   = "service has internalTrafficPolicy=Local and no ready endpoint on this node"
-	ReasonHeadlessNoCluster = "headless service has no cluster IP"
+	ReasonEnrolled         = "endpoint enrolled"
+	ReasonNotEnrolled      = "endpoint not enrolled"
+	ReasonNotPod           = "endpoint is not a known pod"
+	ReasonOutsideCluster   = "destination outside the cluster"
+	ReasonUnknownInCluster = "unknown address inside the cluster ranges"
+	ReasonUnknownDenied    = "unknown destination denied by configuration"
+	ReasonNoServicePort    = "service has no such TCP port"
+	ReasonNoReadyEndpoint  = "service has no ready endpoint"
+	ReasonNoLocalEndpoint  = "service has internalTrafficPolicy=Local and no ready endpoint on this node"
+	ReasonNoIdentity       = "endpoint pod has no valid SPIFFE identity"
 )
+
+// Ref names a namespaced object.
+type Ref struct{ Namespace, Name string }
+
+// String returns "namespace/name", or "" for the zero Ref.
+func (r Ref) String() string {
+	if r == (Ref{}) {
+		return ""
+	}
+	return r.Namespace + "/" + r.Name
+}
+
+// IsZero reports whether r names nothing.
+func (r Ref) IsZero() bool { return r == (Ref{}) }
 
 // Route is the outcome of Resolve.
 type Route struct {
@@ -61,10 +74,10 @@ type Route struct {
 	Tunnel netip.AddrPort
 	// Identity is the SPIFFE ID the endpoint must present (HBONE only).
 	Identity spiffeid.ID
-	// Service is "namespace/name" when dst was a Service address.
-	Service string
-	// Workload is "namespace/name" of the endpoint pod, when known.
-	Workload string
+	// Service is set when dst was a Service address.
+	Service Ref
+	// Workload is the endpoint pod, when known.
+	Workload Ref
 	// Reason explains Kind in words (one of the Reason* constants).
 	Reason string
 }
@@ -116,18 +129,17 @@ func (t *Tables) toPod(w *workload, ep netip.AddrPort) Route {
 	if w == nil {
 		return r
 	}
-	r.Workload = w.ns.Value() + "/" + w.name
+	r.Workload = Ref{w.ns.Value(), w.name}
 	if !t.isEnrolled(w) {
 		r.Reason = ReasonNotEnrolled
 		return r
 	}
-	id, err := identity.Workload(t.opts.TrustDomain, w.ns.Value(), w.sa.Value())
-	if err != nil {
+	if w.id.IsZero() {
 		// A pod whose namespace or service account cannot form an
 		// identity cannot be verified: refuse rather than downgrade.
-		return Route{Kind: Deny, Endpoint: ep, Workload: r.Workload, Reason: "endpoint identity: " + err.Error()}
+		return Route{Kind: Deny, Endpoint: ep, Workload: r.Workload, Reason: ReasonNoIdentity}
 	}
-	r.Kind, r.Identity, r.Reason = HBONE, id, ReasonEnrolled
+	r.Kind, r.Identity, r.Reason = HBONE, w.id, ReasonEnrolled
 	r.Tunnel = netip.AddrPortFrom(ep.Addr(), HBONEPort)
 	return r
 }
@@ -142,7 +154,7 @@ const (
 )
 
 func (t *Tables) resolveService(s *service, v6 bool, port uint16, src netip.Addr) Route {
-	svcName := s.key.String()
+	svcName := Ref{s.key.ns, s.key.name}
 	var sp *ServicePort
 	for i := range s.ports {
 		if s.ports[i].Port == port && s.ports[i].Protocol == corev1.ProtocolTCP {

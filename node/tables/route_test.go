@@ -134,7 +134,7 @@ func TestResolve(t *testing.T) {
 			seen := map[string]string{}
 			for range 8 {
 				r := tb.Resolve(ap(c.dst), src)
-				if r.Kind != c.kind || r.Reason != c.reason || r.Service != c.service {
+				if r.Kind != c.kind || r.Reason != c.reason || r.Service.String() != c.service {
 					t.Fatalf("Resolve(%s) = %+v, want kind %v reason %q service %q", c.dst, r, c.kind, c.reason, c.service)
 				}
 				if r.Kind == HBONE {

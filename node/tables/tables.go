@@ -37,6 +37,9 @@ type Tables struct {
 	// so events reach OnEnrolment in the order the changes were made.
 	deliver sync.Mutex
 
+	// ids caches service account identities (see identityOf).
+	ids sync.Map
+
 	badObjects atomic.Uint64
 	events     atomic.Uint64
 	lastChange atomic.Int64 // unix nanoseconds
