@@ -50,6 +50,11 @@ func Run(ctx context.Context, w Workloads, logf func(format string, args ...any)
 		return nil, err
 	}
 	defer e.backend.close()
+	idle, skipped := FeasibleIdleConns(w.IdleConns)
+	for _, n := range skipped {
+		logf("idle memory at %d connections not measured: it needs about %d open files, more than this process may open (ulimit -n)", n, n*fdsPerIdleConn)
+	}
+	w.IdleConns = idle
 	rep := Report{}
 	rawIdle := map[string]map[int]float64{}
 	for _, name := range PathNames {

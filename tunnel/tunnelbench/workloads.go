@@ -26,6 +26,8 @@ type Workloads struct {
 	ConnectTime    time.Duration
 	ConnectWorkers int
 	// IdleConns are the connection counts at which idle memory is measured.
+	// A count that would need more file descriptors than the process may
+	// open is skipped and reported as not measured (see FeasibleIdleConns).
 	IdleConns []int
 }
 
@@ -35,7 +37,7 @@ var DefaultWorkloads = Workloads{
 	RTTSamples:     5000,
 	ConnectTime:    3 * time.Second,
 	ConnectWorkers: 4,
-	IdleConns:      []int{1000, 10000},
+	IdleConns:      []int{1000, 3000, 10000},
 }
 
 const chunk = 256 << 10
@@ -233,4 +235,28 @@ func cpuSeconds() float64 {
 	}
 	tv := func(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
 	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+// fdsPerIdleConn is the most descriptors one idle connection holds in this
+// process on any path: the mTLS path has the app's socket, the client
+// splice's accepted and TLS sockets, the server splice's accepted socket and
+// its dial to the backend, and the backend's accepted socket.
+const fdsPerIdleConn = 6
+
+// FeasibleIdleConns splits counts into those the open-file limit allows on
+// every path (with 10% to spare) and those it does not.
+func FeasibleIdleConns(counts []int) (ok, skipped []int) {
+	var l syscall.Rlimit
+	limit := uint64(1 << 62)
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err == nil {
+		limit = l.Cur
+	}
+	for _, n := range counts {
+		if uint64(n*fdsPerIdleConn) <= limit/10*9 {
+			ok = append(ok, n)
+		} else {
+			skipped = append(skipped, n)
+		}
+	}
+	return ok, skipped
 }
