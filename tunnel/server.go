@@ -255,7 +255,11 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 	ci.Policy = dec.Policy
 	if !dec.Allow {
 		s.ctr.denied.Add(1)
-		reject(401, OutcomeDenied, "denied: "+dec.Reason, fmt.Errorf("%w: %s", ErrDenied, dec.Reason))
+		reason := dec.Reason // the authorizer's words; the outcome already says DENY
+		if reason == "" {
+			reason = "denied by authorization"
+		}
+		reject(401, OutcomeDenied, reason, fmt.Errorf("%w: %s", ErrDenied, reason))
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
