@@ -41,8 +41,15 @@ test: deps cluster-bins lint ## Install what is needed, lint, then every test wi
 	AMBIT_CNI_PLUGINS=$${AMBIT_CNI_PLUGINS:-$(CURDIR)/bin/cni} $(GO) test -race -count=1 -timeout 45m $(PKGS)
 
 .PHONY: bench
-bench: ## Benchmarks: direct TCP vs mTLS splice vs HBONE (BENCH_OUT=file.json for JSON).
+bench: ## Direct TCP vs mTLS splice vs HBONE, table (BENCH_OUT=file.json also writes JSON).
 	$(GO) run ./cmd/ambit-bench -out "$(BENCH_OUT)"
+
+.PHONY: bench-all
+bench-all: bench ## Also the package benchmarks: tunnel, CA, policy, tables, capture (root).
+	$(GO) test -run '^$$' -bench 'Ratio|IdleMemory|Connect' -benchtime 1x -count 3 ./tunnel
+	$(GO) test -run '^$$' -bench . -benchmem ./identity/... ./node/...
+	$(GO) test -run '^$$' -bench BenchmarkConnect -benchtime 3000x ./redirect
+	$(GO) test -run '^$$' -bench BenchmarkEnrol -benchtime 100x ./redirect/cniserver
 
 .PHONY: demo
 demo: ## Narrated demo: a real CA, node certificates, a policy, HBONE between two endpoints.
