@@ -41,10 +41,15 @@ func (c *Cluster) saveState() error {
 	return os.Rename(tmp, filepath.Join(c.WorkDir, "state.json"))
 }
 
+// machineLock is the harness lock file. It lives outside any checkout:
+// clusters started from two clones would share the fixed bridge, namespaces
+// and addresses, so they must wait for each other too.
+const machineLock = "/run/ambit-e2e.lock"
+
 // lockMachine takes the machine-wide harness lock (one cluster at a time:
 // the bridge, namespaces and addresses are fixed), waiting for ctx.
-func lockMachine(ctx context.Context, base string) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(base, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+func lockMachine(ctx context.Context, _ string) (func(), error) {
+	f, err := os.OpenFile(machineLock, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
