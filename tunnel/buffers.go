@@ -168,3 +168,55 @@ func (d *deadline) stop() {
 }
 
 var errDeadline = os.ErrDeadlineExceeded
+
+// adaptiveBuf hands a copy loop its read buffers: a small one while the
+// source is quiet, so an idle connection holds no pooled buffer, and a
+// pooled CopyBufferSize one while reads keep filling the buffer, given back
+// once a read comes back less than half full. headroom bytes at the front
+// of every buffer are the caller's (a frame header written in place).
+type adaptiveBuf struct {
+	size, headroom int
+	small          []byte
+	big            *[]byte
+}
+
+func newAdaptiveBuf(set Settings, headroom int) adaptiveBuf {
+	a := adaptiveBuf{size: set.CopyBufferSize, headroom: headroom}
+	if set.IdleReadSize > 0 {
+		a.small = make([]byte, headroom+set.IdleReadSize)
+	}
+	return a
+}
+
+// next is the buffer for the next read, headroom included.
+func (a *adaptiveBuf) next() []byte {
+	switch {
+	case a.big != nil:
+		return *a.big
+	case a.small != nil:
+		return a.small
+	}
+	a.big = getCopyBuf(a.size)
+	return *a.big
+}
+
+// observe adapts to a read of n bytes into buf, the last next().
+func (a *adaptiveBuf) observe(buf []byte, n int) {
+	if a.small == nil {
+		return // no idle buffer: always the big one
+	}
+	room := len(buf) - a.headroom
+	if a.big == nil && n == room {
+		a.big = getCopyBuf(a.size)
+	} else if a.big != nil && n < room/2 {
+		a.release()
+	}
+}
+
+// release gives the pooled buffer back, if one is held.
+func (a *adaptiveBuf) release() {
+	if a.big != nil {
+		putCopyBuf(a.size, a.big)
+		a.big = nil
+	}
+}

@@ -176,29 +176,11 @@ func (s *Stream) writeInPlace(buf []byte, off, n int) (int, error) {
 // readFrom is copyAdaptive specialised for a stream destination: reads
 // land 9 bytes into the buffer so frames are written in place.
 func (s *Stream) readFrom(r io.Reader) (int64, error) {
-	set := s.c.set
-	var small []byte
-	if set.IdleReadSize > 0 {
-		small = make([]byte, frameHeaderLen+set.IdleReadSize)
-	}
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			putCopyBuf(set.CopyBufferSize, big)
-		}
-	}()
+	bufs := newAdaptiveBuf(s.c.set, frameHeaderLen)
+	defer bufs.release()
 	var total int64
 	for {
-		var buf []byte
-		switch {
-		case big != nil:
-			buf = *big
-		case small != nil:
-			buf = small
-		default:
-			big = getCopyBuf(set.CopyBufferSize)
-			buf = *big
-		}
+		buf := bufs.next()
 		n, rerr := r.Read(buf[frameHeaderLen:])
 		if n > 0 {
 			w, werr := s.writeInPlace(buf, frameHeaderLen, n)
@@ -213,14 +195,6 @@ func (s *Stream) readFrom(r io.Reader) (int64, error) {
 			}
 			return total, rerr
 		}
-		if small != nil {
-			room := len(buf) - frameHeaderLen
-			if big == nil && n == room {
-				big = getCopyBuf(set.CopyBufferSize)
-			} else if big != nil && n < room/2 {
-				putCopyBuf(set.CopyBufferSize, big)
-				big = nil
-			}
-		}
+		bufs.observe(buf, n)
 	}
 }

@@ -128,29 +128,11 @@ func abortConn(c net.Conn) {
 // copyAdaptive copies src to dst, waiting for input on a small buffer and
 // switching to a pooled large one while data keeps coming.
 func copyAdaptive(dst io.Writer, src io.Reader, set Settings) (int64, error) {
-	set = set.withDefaults()
-	var small []byte
-	if set.IdleReadSize > 0 {
-		small = make([]byte, set.IdleReadSize)
-	}
-	var big *[]byte
-	defer func() {
-		if big != nil {
-			putCopyBuf(set.CopyBufferSize, big)
-		}
-	}()
+	bufs := newAdaptiveBuf(set.withDefaults(), 0)
+	defer bufs.release()
 	var total int64
 	for {
-		var buf []byte
-		switch {
-		case big != nil:
-			buf = *big
-		case small != nil:
-			buf = small
-		default:
-			big = getCopyBuf(set.CopyBufferSize)
-			buf = *big
-		}
+		buf := bufs.next()
 		n, rerr := src.Read(buf)
 		if n > 0 {
 			w, werr := dst.Write(buf[:n])
@@ -168,13 +150,6 @@ func copyAdaptive(dst io.Writer, src io.Reader, set Settings) (int64, error) {
 			}
 			return total, rerr
 		}
-		if small != nil {
-			if big == nil && n == len(small) {
-				big = getCopyBuf(set.CopyBufferSize)
-			} else if big != nil && n < len(*big)/2 {
-				putCopyBuf(set.CopyBufferSize, big)
-				big = nil
-			}
-		}
+		bufs.observe(buf, n)
 	}
 }
