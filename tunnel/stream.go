@@ -234,6 +234,13 @@ func (s *Stream) CloseWrite() error {
 	}
 	s.wclosed = true
 	c.mu.Unlock()
+	return s.sendEnd()
+}
+
+// sendEnd writes END_STREAM (unless the stream already ended or was reset)
+// and retires the stream if both directions are now done.
+func (s *Stream) sendEnd() error {
+	c := s.c
 	err := c.writeFrame(func(fr *http2.Framer) error {
 		if s.rstSent || s.endSent {
 			return nil
@@ -274,19 +281,7 @@ func (s *Stream) Close() error {
 	case abort:
 		c.resetStream(s.id, http2.ErrCodeCancel, fmt.Errorf("%w: %w", ErrStreamReset, errLocalClose))
 	case end:
-		_ = c.writeFrame(func(fr *http2.Framer) error {
-			if s.rstSent || s.endSent {
-				return nil
-			}
-			s.endSent = true
-			return fr.WriteData(s.id, true, nil)
-		})
-		c.mu.Lock()
-		finished := s.finishedLocked()
-		c.mu.Unlock()
-		if finished {
-			c.streamDone(s)
-		}
+		_ = s.sendEnd()
 	}
 	s.rdl.stop()
 	s.wdl.stop()
