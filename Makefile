@@ -19,6 +19,10 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	@# tunnel/ and identity/ stay free of Kubernetes and kernel code (architecture.md).
+	@bad=$$($(GO) list -f '{{.ImportPath}} {{join .Deps " "}}' ./tunnel/... ./identity/... | tr ' ' '\n' | grep -E '^(k8s\.io/|github\.com/vishvananda/|github\.com/cilium/)' | sort -u); \
+	 bad="$$bad$$($(GO) list -f '{{range .Imports}}{{if eq . "golang.org/x/sys/unix"}}{{$$.ImportPath}} imports x/sys/unix{{end}}{{end}}' ./tunnel/... ./identity/...)"; \
+	 if [ -n "$$bad" ]; then echo "tunnel/ or identity/ depend on Kubernetes or kernel packages:"; echo "$$bad"; exit 1; fi
 
 .PHONY: deps
 deps: ## Install the distribution packages the tests and the cluster need (Debian, as root).
