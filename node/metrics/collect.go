@@ -1,0 +1,54 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+var (
+	certExpiryDesc = prometheus.NewDesc("ambit_certificate_expiry_seconds",
+		"Seconds until the certificate served for a workload identity expires (negative: expired).", []string{"identity"}, nil)
+	certUsableDesc = prometheus.NewDesc("ambit_certificate_usable",
+		"1 when a workload identity has a usable certificate, else 0.", []string{"identity"}, nil)
+	informerDesc = prometheus.NewDesc("ambit_informer_synced",
+		"1 when the informer has synced with the API server, else 0.", []string{"informer"}, nil)
+)
+
+// stateCollector reads the node's state at scrape time through the Config
+// functions. Its metrics are unchecked (Describe sends the descriptors of
+// the functions that are configured).
+type stateCollector struct{ m *Metrics }
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	if c.m.cfg.Certificates != nil {
+		ch <- certExpiryDesc
+		ch <- certUsableDesc
+	}
+	if c.m.cfg.Informers != nil {
+		ch <- informerDesc
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	cfg := &c.m.cfg
+	if cfg.Certificates != nil {
+		now := cfg.Now()
+		for _, ci := range cfg.Certificates() {
+			ch <- prometheus.MustNewConstMetric(certUsableDesc, prometheus.GaugeValue, boolValue(ci.Usable), ci.ID)
+			if !ci.NotAfter.IsZero() {
+				ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, ci.NotAfter.Sub(now).Seconds(), ci.ID)
+			}
+		}
+	}
+	if cfg.Informers != nil {
+		for name, synced := range cfg.Informers() {
+			ch <- prometheus.MustNewConstMetric(informerDesc, prometheus.GaugeValue, boolValue(synced), name)
+		}
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,43 @@
+// Package metrics provides the node daemon's Prometheus metrics and its
+// per-connection access log.
+//
+// Everything registers on the Registry owned by a Metrics value, never on
+// the client library's global registry, so tests and several daemons in
+// one process (the netns e2e tier) do not collide.
+//
+// # Connections
+//
+// TunnelHooks returns a tunnel.Hooks that counts connections opened (when a
+// stream is established), closed (ended after being established) and failed
+// (ended before being established: DENY, CONNECT, TLS_FAILURE,
+// IDENTITY_ERROR, BAD_REQUEST, UPSTREAM_REFUSED), and bytes each way, and
+// writes one access log line per connection. The labels follow Istio's TCP
+// metrics (reporter, source/destination namespace and principal,
+// destination_service, direction, connection_security_policy,
+// response_flags) so existing dashboards need only the metric prefix
+// changed.
+//
+// Label values are bounded by construction: principals and namespaces come
+// from verified SPIFFE IDs (bounded by the identities talking to this
+// node), response_flags from the tunnel's Outcome constants, and no label
+// ever carries an address or a port number (those go to the access log
+// only). On top of that a hard cap bounds the number of distinct label
+// sets (Config.MaxSeries, default 10,000): beyond it new label sets have
+// their principals collapsed to "other", and if even that would grow the
+// set beyond the cap plus a reserve, every workload label is "other". Each
+// collapsed connection counts in ambit_metrics_label_overflow_total.
+//
+// The hook resolves a connection's label set once per event through a map
+// keyed by the label values and keeps the resolved counters, so the
+// client library's label hashing (WithLabelValues) runs once per label
+// set, not once per connection. BenchmarkHooks measures the cost per
+// connection (OnStart + OnEnd, access log to a discarding handler).
+//
+// # Node state
+//
+// Scrape-time collectors read the node's state through plain functions
+// given in Config (certificates from identity.Manager.Snapshot, informer
+// sync state, enrolled pods), so the values are never stale and this
+// package depends on no table or watch implementation. Metrics also
+// implements identity.Observer for certificate request outcomes.
+package metrics

@@ -1,0 +1,48 @@
+package metrics
+
+import (
+	"fmt"
+
+	"github.com/ambit-mesh/ambit/tunnel"
+)
+
+// TunnelHooks returns hooks for a tunnel.Server (reporter
+// ReporterDestination) or tunnel.Client (ReporterSource) that count the
+// connection and write its access log line. It panics on any other
+// reporter: that is a wiring mistake, not input.
+//
+// OnStart counts ambit_tcp_connections_opened_total. OnEnd counts closed
+// or failed (by the outcome, see the package documentation), adds the
+// bytes, and logs.
+func (m *Metrics) TunnelHooks(reporter string) tunnel.Hooks {
+	if reporter != ReporterSource && reporter != ReporterDestination {
+		panic(fmt.Sprintf("metrics: reporter must be %q or %q, not %q", ReporterSource, ReporterDestination, reporter))
+	}
+	return tunnel.Hooks{
+		OnStart: func(ci *tunnel.ConnInfo) {
+			s, _ := m.lookup(m.key(reporter, ci))
+			s.opened.Inc()
+		},
+		OnEnd: func(ci *tunnel.ConnInfo) {
+			k := m.key(reporter, ci)
+			s, collapsed := m.lookup(k)
+			if collapsed {
+				m.overflow.Inc()
+			}
+			if failedOutcome(ci.Outcome) {
+				s.failed.Inc()
+			} else {
+				s.closed.Inc()
+			}
+			if ci.BytesSent > 0 {
+				s.sent.Add(float64(ci.BytesSent))
+			}
+			if ci.BytesRecv > 0 {
+				s.recv.Add(float64(ci.BytesRecv))
+			}
+			if m.cfg.AccessLog != nil {
+				m.accessLog(&k, ci)
+			}
+		},
+	}
+}

@@ -1,0 +1,136 @@
+package metrics
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/ambit-mesh/ambit/identity"
+	"github.com/ambit-mesh/ambit/tunnel"
+)
+
+// DefaultMaxSeries is the default cap on distinct connection label sets.
+const DefaultMaxSeries = 10000
+
+// Config configures Metrics. Every field is optional.
+type Config struct {
+	// Version is reported in ambit_build_info. Optional, default "unknown".
+	Version string
+	// AccessLog receives one line per connection (use a JSON handler).
+	// Optional: nil writes no access log.
+	AccessLog *slog.Logger
+	// Logger receives this package's own warnings (the first label
+	// overflow). Optional, default discard.
+	Logger *slog.Logger
+	// MaxSeries caps distinct connection label sets. Optional, default
+	// DefaultMaxSeries.
+	MaxSeries int
+	// DestinationService names the destination Service of a connection
+	// (a bounded name such as "backend.shop.svc.cluster.local", never an
+	// address). Optional: without it the label is "unknown".
+	DestinationService func(*tunnel.ConnInfo) string
+	// Certificates lists the node's certificates at scrape time
+	// (identity.Manager.Snapshot). Optional.
+	Certificates func() []identity.CertInfo
+	// Informers reports each informer's sync state at scrape time.
+	// Optional.
+	Informers func() map[string]bool
+	// EnrolledPods counts the pods enrolled on this node at scrape time.
+	// Optional.
+	EnrolledPods func() int
+	// Now is the clock for certificate expiry. Optional, default time.Now.
+	Now func() time.Time
+}
+
+// Metrics owns a Prometheus registry holding the node daemon's metrics.
+type Metrics struct {
+	cfg Config
+	reg *prometheus.Registry
+	log *slog.Logger
+
+	opened, closed, failed, sent, recv *prometheus.CounterVec
+	overflow                           prometheus.Counter
+
+	fetches       *prometheus.CounterVec
+	fetchDuration prometheus.Histogram
+	certChanges   prometheus.Counter
+
+	mu        sync.RWMutex
+	series    map[labelKey]*series
+	overflown bool
+}
+
+// New builds the metrics and registers them, with the Go runtime and process
+// collectors, on a new Registry.
+func New(cfg Config) (*Metrics, error) {
+	if cfg.Version == "" {
+		cfg.Version = "unknown"
+	}
+	if cfg.MaxSeries <= 0 {
+		cfg.MaxSeries = DefaultMaxSeries
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry(), log: cfg.Logger, series: map[labelKey]*series{}}
+	conn := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labelNames)
+	}
+	m.opened = conn("ambit_tcp_connections_opened_total", "Connections established through the tunnel.")
+	m.closed = conn("ambit_tcp_connections_closed_total", "Established connections that ended.")
+	m.failed = conn("ambit_tcp_connections_failed_total", "Connections that ended before being established (response_flags says why).")
+	m.sent = conn("ambit_tcp_sent_bytes_total", "Payload bytes sent towards the destination, counted when a connection ends.")
+	m.recv = conn("ambit_tcp_received_bytes_total", "Payload bytes received from the destination, counted when a connection ends.")
+	m.overflow = prometheus.NewCounter(prometheus.CounterOpts{Name: "ambit_metrics_label_overflow_total",
+		Help: "Connections whose labels were collapsed to \"other\" because the label set cap was reached."})
+	m.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_identity_fetches_total",
+		Help: "Attempts to obtain a workload certificate from the CA, by result."}, []string{"result"})
+	m.fetchDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ambit_identity_fetch_duration_seconds",
+		Help: "Duration of one attempt to obtain a workload certificate.", Buckets: prometheus.ExponentialBuckets(0.001, 2, 15)})
+	m.certChanges = prometheus.NewCounter(prometheus.CounterOpts{Name: "ambit_identity_certificate_changes_total",
+		Help: "Certificates installed or removed for workload identities."})
+	for _, r := range []string{resultSuccess, resultFailure} {
+		m.fetches.WithLabelValues(r)
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ambit_build_info",
+		Help: "Build of the running daemon (always 1)."}, []string{"version", "go_version"})
+	build.WithLabelValues(cfg.Version, runtime.Version()).Set(1)
+
+	cs := []prometheus.Collector{m.opened, m.closed, m.failed, m.sent, m.recv, m.overflow,
+		m.fetches, m.fetchDuration, m.certChanges, build, &stateCollector{m: m},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
+	if cfg.EnrolledPods != nil {
+		f := cfg.EnrolledPods
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambit_enrolled_pods",
+			Help: "Pods on this node enrolled in the mesh."}, func() float64 { return float64(f()) }))
+	}
+	for _, c := range cs {
+		if err := m.reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: register: %w", err)
+		}
+	}
+	return m, nil
+}
+
+// Registry returns the registry, to add other collectors (the tunnel's,
+// the capture's) or to gather in tests.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in the Prometheus exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{m.log}, Registry: m.reg})
+}
+
+type slogErrorLog struct{ l *slog.Logger }
+
+func (s slogErrorLog) Println(v ...any) { s.l.Warn("metrics: scrape", "error", fmt.Sprint(v...)) }
