@@ -75,9 +75,9 @@ func failedOutcome(o string) bool {
 func (m *Metrics) key(reporter string, ci *tunnel.ConnInfo) labelKey {
 	k := labelKey{
 		reporter:     reporter,
-		srcNS:        namespace(ci.Source),
+		srcNS:        m.ns.namespace(ci.Source),
 		srcPrincipal: principal(ci.Source),
-		dstNS:        namespace(ci.Destination),
+		dstNS:        m.ns.namespace(ci.Destination),
 		dstPrincipal: principal(ci.Destination),
 		dstService:   Unknown,
 		direction:    string(ci.Direction),

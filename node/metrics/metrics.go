@@ -62,6 +62,8 @@ type Metrics struct {
 	fetchDuration prometheus.Histogram
 	certChanges   prometheus.Counter
 
+	ns *nsCache
+
 	mu        sync.RWMutex
 	series    map[labelKey]*series
 	overflown bool
@@ -82,7 +84,7 @@ func New(cfg Config) (*Metrics, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry(), log: cfg.Logger, series: map[labelKey]*series{}}
+	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry(), log: cfg.Logger, series: map[labelKey]*series{}, ns: newNSCache(cfg.MaxSeries)}
 	conn := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labelNames)
 	}
