@@ -23,7 +23,6 @@ func TestNSCacheBounded(t *testing.T) {
 	for id, want := range map[string]string{
 		"spiffe://cluster.local/gateway":             Unknown,
 		"spiffe://cluster.local/ns/a/sa/b/extra":     Unknown,
-		"spiffe://cluster.local/ns//sa/b":            Unknown,
 		"spiffe://other.example/ns/shop/sa/frontend": "shop",
 	} {
 		if got := c.namespace(spiffeid.RequireFromString(id)); got != want {
