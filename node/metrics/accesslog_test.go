@@ -37,7 +37,7 @@ func TestAccessLogOneJSONLine(t *testing.T) {
 		"destination_principal": "cluster.local/ns/pay/sa/backend", "destination_namespace": "pay",
 		"bytes_sent": 100.0, "bytes_received": 2500.0, "duration_ms": 1500.0,
 		"response_flags": "DENY", "reason": "no ALLOW policy matched", "policy": "pay/allow-shop", "error": "denied",
-		"connection_security_policy": "mutual_tls",
+		"connection_security_policy": "mutual_tls", "source_workload": "unknown", "destination_workload": "unknown",
 	} {
 		if got[k] != want {
 			t.Errorf("%s = %#v, want %#v", k, got[k], want)

@@ -12,8 +12,8 @@
 // (ended before being established: DENY, CONNECT, TLS_FAILURE,
 // IDENTITY_ERROR, BAD_REQUEST, UPSTREAM_REFUSED), and bytes each way, and
 // writes one access log line per connection. The labels follow Istio's TCP
-// metrics (reporter, source/destination namespace and principal,
-// destination_service, direction, connection_security_policy,
+// metrics (reporter, source/destination workload, namespace, principal
+// and app, destination_service, direction, connection_security_policy,
 // response_flags) so existing dashboards need only the metric prefix
 // changed.
 //
@@ -21,9 +21,11 @@
 // from verified SPIFFE IDs (bounded by the identities talking to this
 // node), response_flags from the tunnel's Outcome constants, and no label
 // ever carries an address or a port number (those go to the access log
-// only). On top of that a hard cap bounds the number of distinct label
+// only; a workload or service name from Config.Workloads that parses as
+// an address is reported as "unknown"). On top of that a hard cap bounds the number of distinct label
 // sets (Config.MaxSeries, default 10,000): beyond it new label sets have
-// their principals collapsed to "other", and if even that would grow the
+// their principals and workload names collapsed to "other", and if even
+// that would grow the
 // set beyond the cap plus a reserve, every workload label is "other". Each
 // collapsed connection counts in ambit_metrics_label_overflow_total.
 //

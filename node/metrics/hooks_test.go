@@ -34,7 +34,10 @@ func conn(outcome string) *tunnel.ConnInfo {
 }
 
 func TestHooksCountAndLabel(t *testing.T) {
-	m := newMetrics(t, Config{DestinationService: func(*tunnel.ConnInfo) string { return "backend.pay.svc.cluster.local" }})
+	m := newMetrics(t, Config{Workloads: func(*tunnel.ConnInfo) WorkloadLabels {
+		return WorkloadLabels{SourceWorkload: "frontend", SourceApp: "web", DestinationWorkload: "backend",
+			DestinationService: "backend.pay.svc.cluster.local"}
+	}})
 	h := m.TunnelHooks(ReporterDestination)
 	ok := conn(tunnel.OutcomeOK)
 	h.OnStart(ok)
@@ -51,6 +54,7 @@ func TestHooksCountAndLabel(t *testing.T) {
 		"reporter": "destination", "source_workload_namespace": "shop", "source_principal": "cluster.local/ns/shop/sa/frontend",
 		"destination_workload_namespace": "pay", "destination_principal": "cluster.local/ns/pay/sa/backend",
 		"destination_service": "backend.pay.svc.cluster.local", "direction": "inbound", "connection_security_policy": "mutual_tls",
+		"source_workload": "frontend", "source_app": "web", "destination_workload": "backend", "destination_app": "unknown",
 	}
 	with := func(k, v string) map[string]string {
 		out := map[string]string{k: v}
@@ -122,5 +126,26 @@ func TestFailedOutcomes(t *testing.T) {
 		if got := failedOutcome(o); got != want {
 			t.Errorf("failedOutcome(%q) = %v, want %v", o, got, want)
 		}
+	}
+}
+
+// TestAddressesNeverLabels: names from the tables that are in fact
+// addresses are reported as "unknown".
+func TestAddressesNeverLabels(t *testing.T) {
+	for in, want := range map[string]string{
+		"10.1.2.3": Unknown, "10.1.2.3:8080": Unknown, "fd00::1": Unknown, "[fd00::1]:80": Unknown, "::1": Unknown,
+		"": Unknown, "backend": "backend", "1password": "1password", "backend.pay.svc.cluster.local": "backend.pay.svc.cluster.local",
+	} {
+		if got := bounded(in); got != want {
+			t.Errorf("bounded(%q) = %q, want %q", in, got, want)
+		}
+	}
+	m := newMetrics(t, Config{Workloads: func(ci *tunnel.ConnInfo) WorkloadLabels {
+		return WorkloadLabels{SourceWorkload: ci.SourceAddr.Addr().String(), DestinationService: ci.DestAddr.String()}
+	}})
+	m.TunnelHooks(ReporterDestination).OnEnd(conn(tunnel.OutcomeOK))
+	if got, found := value(t, m.Registry(), "ambit_tcp_connections_closed_total",
+		map[string]string{"source_workload": "unknown", "destination_service": "unknown"}); !found || got != 1 {
+		t.Fatalf("closed{unknown} = %v (found %v), want 1", got, found)
 	}
 }

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"net/netip"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,18 +27,46 @@ const (
 
 var labelNames = []string{
 	"reporter",
-	"source_workload_namespace", "source_principal",
-	"destination_workload_namespace", "destination_principal", "destination_service",
+	"source_workload", "source_workload_namespace", "source_principal", "source_app",
+	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
+	"destination_service",
 	"direction", "connection_security_policy", "response_flags",
+}
+
+// WorkloadLabels are the labels only the node's tables know. Empty fields
+// are reported as "unknown".
+type WorkloadLabels struct {
+	SourceWorkload, SourceApp           string // e.g. "frontend", "shop"
+	DestinationWorkload, DestinationApp string
+	DestinationService                  string // e.g. "backend.pay.svc.cluster.local"
 }
 
 // labelKey holds one connection's label values, in labelNames order.
 type labelKey struct {
-	reporter, srcNS, srcPrincipal, dstNS, dstPrincipal, dstService, direction, policy, flags string
+	reporter, srcWorkload, srcNS, srcPrincipal, srcApp, dstWorkload, dstNS, dstPrincipal, dstApp, dstService,
+	direction, policy, flags string
 }
 
 func (k *labelKey) values() []string {
-	return []string{k.reporter, k.srcNS, k.srcPrincipal, k.dstNS, k.dstPrincipal, k.dstService, k.direction, k.policy, k.flags}
+	return []string{k.reporter, k.srcWorkload, k.srcNS, k.srcPrincipal, k.srcApp, k.dstWorkload, k.dstNS, k.dstPrincipal,
+		k.dstApp, k.dstService, k.direction, k.policy, k.flags}
+}
+
+// bounded returns v, or "unknown" when v is empty or an address: an
+// address or port must never become a label value.
+func bounded(v string) string {
+	if v == "" {
+		return Unknown
+	}
+	if c := v[0]; (c >= '0' && c <= '9') || c == '[' || strings.IndexByte(v, ':') >= 0 {
+		if _, err := netip.ParseAddr(v); err == nil {
+			return Unknown
+		}
+		if _, err := netip.ParseAddrPort(v); err == nil {
+			return Unknown
+		}
+	}
+	return v
 }
 
 // series is a label set's resolved counters.
@@ -79,6 +108,10 @@ func (m *Metrics) key(reporter string, ci *tunnel.ConnInfo) labelKey {
 		srcPrincipal: principal(ci.Source),
 		dstNS:        m.ns.namespace(ci.Destination),
 		dstPrincipal: principal(ci.Destination),
+		srcWorkload:  Unknown,
+		srcApp:       Unknown,
+		dstWorkload:  Unknown,
+		dstApp:       Unknown,
 		dstService:   Unknown,
 		direction:    string(ci.Direction),
 		policy:       Unknown,
@@ -93,10 +126,11 @@ func (m *Metrics) key(reporter string, ci *tunnel.ConnInfo) labelKey {
 	if k.direction == "" {
 		k.direction = Unknown
 	}
-	if f := m.cfg.DestinationService; f != nil {
-		if s := f(ci); s != "" {
-			k.dstService = s
-		}
+	if f := m.cfg.Workloads; f != nil {
+		w := f(ci)
+		k.srcWorkload, k.srcApp = bounded(w.SourceWorkload), bounded(w.SourceApp)
+		k.dstWorkload, k.dstApp = bounded(w.DestinationWorkload), bounded(w.DestinationApp)
+		k.dstService = bounded(w.DestinationService)
 	}
 	return k
 }
@@ -119,6 +153,7 @@ func (m *Metrics) lookup(k labelKey) (*series, bool) {
 	if len(m.series) >= m.cfg.MaxSeries {
 		collapsed = true
 		k.srcPrincipal, k.dstPrincipal = Other, Other
+		k.srcWorkload, k.dstWorkload = Other, Other
 		if s := m.series[k]; s != nil {
 			return s, true
 		}
@@ -126,7 +161,7 @@ func (m *Metrics) lookup(k labelKey) (*series, bool) {
 		// of the cap; past that every workload label is "other", which
 		// leaves only reporter x direction x policy x flags (< 100 sets).
 		if len(m.series) >= m.cfg.MaxSeries+m.cfg.MaxSeries/8 {
-			k.srcNS, k.dstNS, k.dstService = Other, Other, Other
+			k.srcNS, k.dstNS, k.srcApp, k.dstApp, k.dstService = Other, Other, Other, Other, Other
 			if s := m.series[k]; s != nil {
 				return s, true
 			}

@@ -32,10 +32,13 @@ type Config struct {
 	// MaxSeries caps distinct connection label sets. Optional, default
 	// DefaultMaxSeries.
 	MaxSeries int
-	// DestinationService names the destination Service of a connection
-	// (a bounded name such as "backend.shop.svc.cluster.local", never an
-	// address). Optional: without it the label is "unknown".
-	DestinationService func(*tunnel.ConnInfo) string
+	// Workloads names the workloads, apps and destination Service of a
+	// connection from the node's tables (bounded names such as
+	// "frontend" or "backend.shop.svc.cluster.local", never addresses:
+	// a value that parses as an IP address or address:port is reported
+	// as "unknown"). Called on every hook: it must be fast and safe for
+	// concurrent use. Optional: without it those labels are "unknown".
+	Workloads func(*tunnel.ConnInfo) WorkloadLabels
 	// Certificates lists the node's certificates at scrape time
 	// (identity.Manager.Snapshot). Optional.
 	Certificates func() []identity.CertInfo
