@@ -11,6 +11,8 @@ var (
 		"1 when a workload identity has a usable certificate, else 0.", []string{"identity"}, nil)
 	informerDesc = prometheus.NewDesc("ambit_informer_synced",
 		"1 when the informer has synced with the API server, else 0.", []string{"informer"}, nil)
+	staleDesc = prometheus.NewDesc("ambit_informer_stale",
+		"1 while the informer's watch is failing and its last known state is being served, else 0.", []string{"informer"}, nil)
 )
 
 // stateCollector reads the node's state at scrape time through the Config
@@ -25,6 +27,9 @@ func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	if c.m.cfg.Informers != nil {
 		ch <- informerDesc
+	}
+	if c.m.cfg.InformersStale != nil {
+		ch <- staleDesc
 	}
 }
 
@@ -42,6 +47,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if cfg.Informers != nil {
 		for name, synced := range cfg.Informers() {
 			ch <- prometheus.MustNewConstMetric(informerDesc, prometheus.GaugeValue, boolValue(synced), name)
+		}
+	}
+	if cfg.InformersStale != nil {
+		for name, stale := range cfg.InformersStale() {
+			ch <- prometheus.MustNewConstMetric(staleDesc, prometheus.GaugeValue, boolValue(stale), name)
 		}
 	}
 }

@@ -24,8 +24,9 @@ func TestStateCollectors(t *testing.T) {
 				{ID: "spiffe://cluster.local/ns/shop/sa/pending"},
 			}
 		},
-		Informers:    func() map[string]bool { return synced },
-		EnrolledPods: func() int { return pods },
+		Informers:      func() map[string]bool { return synced },
+		InformersStale: func() map[string]bool { return map[string]bool{"pods": true, "services": false} },
+		EnrolledPods:   func() int { return pods },
 	})
 	r := m.Registry()
 	check := func(name string, labels map[string]string, want float64) {
@@ -43,6 +44,8 @@ func TestStateCollectors(t *testing.T) {
 	}
 	check("ambit_informer_synced", map[string]string{"informer": "pods"}, 1)
 	check("ambit_informer_synced", map[string]string{"informer": "services"}, 0)
+	check("ambit_informer_stale", map[string]string{"informer": "pods"}, 1)
+	check("ambit_informer_stale", map[string]string{"informer": "services"}, 0)
 	check("ambit_enrolled_pods", nil, 3)
 	check("ambit_build_info", map[string]string{"version": "v0.1.0-test", "go_version": runtime.Version()}, 1)
 

@@ -45,6 +45,10 @@ type Config struct {
 	// Informers reports each informer's sync state at scrape time.
 	// Optional.
 	Informers func() map[string]bool
+	// InformersStale reports, at scrape time, which informers' watches are
+	// failing while the tables keep serving their last known state
+	// (watch.InformerStatus.Stale). Optional.
+	InformersStale func() map[string]bool
 	// EnrolledPods counts the pods enrolled on this node at scrape time.
 	// Optional.
 	EnrolledPods func() int
