@@ -35,10 +35,11 @@
 // connection; and it caches each SPIFFE ID's namespace, because
 // BenchmarkHooks showed identity.ParseWorkload at 75% of the cost and all
 // 20 allocations: with the cache the metrics part of a connection (OnStart
-// + OnEnd) went from 1.7 us and 20 allocations to about 0.5 us and none
-// (one core; `go test -bench Hooks -cpu 1 ./node/metrics`). The JSON
-// access log line adds about 4 us and 5 allocations, the cost of
-// slog's JSON encoding.
+// + OnEnd, RunParallel on 2 cores) went from 1.7 us and 20 allocations to
+// 0.26 us and none; on one core (`go test -bench Hooks -cpu 1
+// ./node/metrics`) it is about 0.5 us. The JSON access log line adds
+// about 4 us and 5 allocations on one core, the cost of slog's JSON
+// encoding.
 //
 // # Node state
 //
