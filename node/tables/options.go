@@ -51,10 +51,11 @@ type Options struct {
 	// pod nor inside ClusterCIDRs (optional, default passthrough).
 	DenyUnknown bool
 	// OnEnrolment receives Enrol/Release events for pods on LocalNode
-	// (optional). It is called in order, one event at a time, after the
-	// tables are updated and without the tables' lock held, so it may call
-	// the read methods (Resolve, Lookup, ...) but must not block for long:
-	// the informer that caused the event waits for it.
+	// (optional). It is called in the order of the changes, one event at
+	// a time, after the tables are updated and without the tables' lock
+	// held, so it may call the read methods (Resolve, Lookup, ...), but not
+	// the handlers, and must not block for long: the handler call that
+	// caused the event returns only after it is delivered.
 	OnEnrolment func(Event)
 	// Logger (optional, default slog.Default()).
 	Logger *slog.Logger

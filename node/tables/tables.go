@@ -33,8 +33,10 @@ type Tables struct {
 	slices   map[objKey][]*slice
 	sliceSvc map[objKey]objKey
 
-	// deliver serialises event delivery: it is taken before mu is released
-	// so events reach OnEnrolment in the order the changes were made.
+	// queue holds events not yet delivered (guarded by qmu, appended with
+	// mu held so it is in change order); deliver serialises delivery.
+	qmu     sync.Mutex
+	queue   []Event
 	deliver sync.Mutex
 
 	// ids caches service account identities (see identityOf).
@@ -70,24 +72,40 @@ func New(opts Options) (*Tables, error) {
 
 // write runs fn under the write lock and then delivers the events it
 // produced, in order, without the lock held.
+//
+// Events are queued while mu is held, so the queue is in the order of the
+// changes; whoever holds deliver drains it. Delivery never holds mu, so a
+// callback may read the tables while another writer waits to deliver.
 func (t *Tables) write(fn func(ev *[]Event)) {
 	t.mu.Lock()
 	var evs []Event
 	fn(&evs)
 	t.lastChange.Store(t.opts.Now().UnixNano())
-	if len(evs) == 0 {
-		t.mu.Unlock()
-		return
+	if len(evs) > 0 {
+		t.events.Add(uint64(len(evs)))
+		t.qmu.Lock()
+		t.queue = append(t.queue, evs...)
+		t.qmu.Unlock()
 	}
-	t.events.Add(uint64(len(evs)))
-	t.deliver.Lock()
 	t.mu.Unlock()
-	defer t.deliver.Unlock()
-	if t.opts.OnEnrolment == nil {
+	if len(evs) == 0 {
 		return
 	}
-	for _, e := range evs {
-		t.opts.OnEnrolment(e)
+	t.deliver.Lock()
+	defer t.deliver.Unlock()
+	for {
+		t.qmu.Lock()
+		batch := t.queue
+		t.queue = nil
+		t.qmu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		if t.opts.OnEnrolment != nil {
+			for _, e := range batch {
+				t.opts.OnEnrolment(e)
+			}
+		}
 	}
 }
 
