@@ -43,5 +43,25 @@
 //     address of the wrong family) are logged, counted in Stats.BadObjects
 //     and ignored as a whole: the previous state of that object stays.
 //
-// Sizes and costs are measured by BenchmarkTables in bench_test.go.
+// # Measured
+//
+// 100,000 pods (10,000 Deployments of 10 in 100 namespaces on 1,000
+// nodes), 10,000 Services with one EndpointSlice each, fed through OnAdd,
+// on the shared 2-core machine (load average about 4):
+//
+//	go test -run '^$' -bench TablesLoad -benchtime=1x -count=3 ./node/tables
+//	  heap held by the tables   60.2 MB   (target 150 MB)
+//	  p99 of one add            26-28 us
+//	go test -run '^$' -bench 'TablesUpdate|Resolve' -benchtime=100000x ./node/tables
+//	  p99 of one update         18 us     (target 1 ms; pod relabel, slice
+//	                                       readiness flip, namespace relabel)
+//	  Resolve, Service VIP      1.25 us, 0 allocs (10 endpoints; mostly map
+//	                                       lookups missing the CPU cache)
+//	  Resolve, pod IP           0.14 us, 0 allocs
+//
+// Two measurements changed the design: Resolve first spent most of its
+// time in the garbage collector (each call allocated the joined
+// "namespace/name" strings and the SPIFFE ID, and every GC scans the
+// whole table), hence Ref and the per-service-account identity cache; and
+// the informer cache, not these tables, dominates memory (see node/watch).
 package tables
