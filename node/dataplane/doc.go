@@ -1,0 +1,44 @@
+// Package dataplane wires one enrolled pod's captured traffic to the tunnel:
+// the node daemon's three data paths of ../shared/design/architecture.md.
+//
+//   - Outbound (15001): an app's connect, rewritten by the capture, is
+//     accepted on the pod's outbound listener; its original destination
+//     (Capture.OriginalDst) is resolved by a Router into a tables.Route.
+//     HBONE routes open a CONNECT stream with tunnel.Client from the pod's
+//     identity to Route.Tunnel, accepting only Route.Identity; passthrough
+//     routes dial Route.Endpoint; deny routes (and the zero Route) are refused
+//     with a TCP reset. Both dials use Capture.Dial: a socket created inside
+//     the pod's netns with ambit's mark, so the capture lets it out and the
+//     peer sees the pod's address.
+//   - Inbound HBONE (15008): a tunnel.Server serves the pod's identity and
+//     addresses; its Authorizer asks the policy engine (Secure, with the
+//     verified client principal) and its Dial reaches the app with a marked
+//     socket inside the pod netns.
+//   - Inbound plaintext (15006): the original destination is the accepted
+//     socket's local address (sk_lookup keeps it); the policy engine decides
+//     with Secure=false, so PeerAuthentication STRICT refuses it and
+//     identity-based ALLOW rules cannot admit it; allowed connections are
+//     dialed and spliced like HBONE ones.
+//
+// # Design
+//
+// One Pod value per enrolled pod, each with its own tunnel.Client and
+// tunnel.Server. The client is per pod because its Dial hook must create
+// the socket in that pod's netns and tunnel.ClientConfig.Dial is told only the
+// source address; a per-pod server lets the Authorizer know the destination
+// workload (namespace, labels) without a lookup by address. Both are cheap:
+// a Client holds a pool and nothing else, a Server a few maps.
+//
+// The listeners belong to the capture (redirect.Manager): closing them would
+// remove them from the node-wide sockmap and make the pod's traffic fail.
+// Stop therefore never closes them; it unblocks Accept with a past deadline
+// and clears it on the next Start, so a pod can be stopped and started again
+// (e.g. for an identity change) without touching the capture.
+//
+// Connections carried here but not by the tunnel (passthrough, plaintext
+// inbound, refusals) are reported through the same tunnel.Hooks with a
+// tunnel.ConnInfo, so node/metrics counts and logs every path alike.
+//
+// The package imports no kernel package itself: Capture is an interface that
+// *redirect.Manager satisfies, so the wiring is also testable without root.
+package dataplane

@@ -1,0 +1,339 @@
+package dataplane
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ambit-mesh/ambit/redirect"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// The lab is a node: pod network namespaces with veths on one bridge in the
+// host netns, as the redirect tests build them (its helpers are internal to
+// redirect). Its own address range and link names keep it apart from the
+// redirect tests running at the same time.
+
+var labSeq atomic.Int32
+
+type lab struct {
+	t      *testing.T
+	k      int
+	dir    string
+	bridge netlink.Link
+}
+
+func newLab(t *testing.T) *lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: creates network namespaces, veths and a bridge, and attaches eBPF capture")
+	}
+	k := 10 + (os.Getpid()+int(labSeq.Add(1)))%200
+	l := &lab{t: t, k: k, dir: t.TempDir()}
+	name := fmt.Sprintf("dpbr%d", k)
+	if old, err := netlink.LinkByName(name); err == nil {
+		netlink.LinkDel(old)
+	}
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatalf("add bridge: %v", err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(br) })
+	if err := netlink.LinkSetUp(br); err != nil {
+		t.Fatal(err)
+	}
+	l.bridge = br
+	return l
+}
+
+type labPod struct {
+	t      *testing.T
+	name   string
+	ns     *os.File
+	path   string
+	hostIf string
+	ip     netip.Addr
+}
+
+// newNetns creates a netns bind-mounted at path on a locked thread that
+// returns to its namespace (or is never unlocked, so the runtime drops it).
+func newNetns(t *testing.T, path string) *os.File {
+	t.Helper()
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		merr := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("thread lost: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- merr
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		f.Close()
+		unix.Unmount(path, unix.MNT_DETACH)
+	})
+	return f
+}
+
+// pod creates a pod netns wired to the bridge as host n (IPv4 only).
+func (l *lab) pod(name string, n int) *labPod {
+	t := l.t
+	t.Helper()
+	path := filepath.Join(l.dir, name)
+	p := &labPod{t: t, name: name, ns: newNetns(t, path), path: path,
+		hostIf: fmt.Sprintf("dpv%d_%d", l.k, n),
+		ip:     netip.MustParseAddr(fmt.Sprintf("198.19.%d.%d", l.k, n))}
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.hostIf, MasterIndex: l.bridge.Attrs().Index},
+		PeerName: "eth0", PeerNamespace: netlink.NsFd(int(p.ns.Fd()))}
+	if err := netlink.LinkAdd(veth); err != nil {
+		t.Fatalf("add veth: %v", err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(veth) })
+	if err := netlink.LinkSetUp(veth); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(netns.NsHandle(p.ns.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, n := range []string{"lo", "eth0"} {
+		lk, err := h.LinkByName(n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetUp(lk); err != nil {
+			t.Fatal(err)
+		}
+		if n == "eth0" {
+			addr := &netlink.Addr{IPNet: &net.IPNet{IP: p.ip.AsSlice(), Mask: net.CIDRMask(24, 32)}}
+			if err := h.AddrAdd(lk, addr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return p
+}
+
+func (p *labPod) netns() redirect.PodNetns {
+	return redirect.PodNetns{ID: p.name, NetnsPath: p.path, Interface: "eth0", HostInterface: p.hostIf,
+		Addresses: []netip.Addr{p.ip}}
+}
+
+// listen opens an app listener (unmarked socket) inside the pod.
+func (p *labPod) listen(port int) net.Listener {
+	p.t.Helper()
+	var ln net.Listener
+	err := redirect.InNetns(p.ns, func() (err error) {
+		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", port))
+		return err
+	})
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// dial connects as the app does: a plain net.Dialer on a thread in the pod
+// netns (the socket keeps the namespace).
+func (p *labPod) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	var c net.Conn
+	err := redirect.InNetns(p.ns, func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "tcp", dst.String())
+		return err
+	})
+	return c, err
+}
+
+// appServer is an echo app that reports each accepted connection.
+type appServer struct {
+	seen chan netip.AddrPort // remote address of each accepted connection
+	wg   sync.WaitGroup
+}
+
+func serveApp(t *testing.T, ln net.Listener) *appServer {
+	a := &appServer{seen: make(chan netip.AddrPort, 16)}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			a.seen <- c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			a.wg.Add(1)
+			go func() {
+				defer a.wg.Done()
+				defer c.Close()
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		a.wg.Wait()
+	})
+	return a
+}
+
+// roundTrip writes msg and expects it echoed.
+func roundTrip(c net.Conn, msg string) error {
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return err
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil {
+		return err
+	}
+	if string(buf) != msg {
+		return fmt.Errorf("echo %q, want %q", buf, msg)
+	}
+	return nil
+}
+
+func testManager(t *testing.T) *redirect.Manager {
+	t.Helper()
+	bpffs := t.TempDir()
+	if err := unix.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
+		t.Fatalf("mount bpffs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(bpffs, unix.MNT_DETACH) })
+	m, err := redirect.New(context.Background(), redirect.Options{
+		PinDir: filepath.Join(bpffs, "ambit"), StateDir: t.TempDir(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatalf("redirect.New: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := m.Uninstall(context.Background()); err != nil {
+			t.Errorf("uninstall: %v", err)
+		}
+	})
+	return m
+}
+
+// sniffer records every frame on a host interface (AF_PACKET): what a
+// packet capture on the pod's veth sees.
+type sniffer struct {
+	fd   int
+	mu   sync.Mutex
+	pkts [][]byte
+	done chan struct{}
+	stop chan struct{}
+}
+
+func sniff(t *testing.T, ifname string) *sniffer {
+	t.Helper()
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all := htons(unix.ETH_P_ALL)
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(all))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: all, Ifindex: ifi.Index}); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
+	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+	s := &sniffer{fd: fd, done: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-s.stop:
+				return
+			default:
+			}
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil || n <= 0 {
+				continue
+			}
+			s.mu.Lock()
+			s.pkts = append(s.pkts, bytes.Clone(buf[:n]))
+			s.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { s.close() })
+	return s
+}
+
+func (s *sniffer) close() [][]byte {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+		<-s.done
+		unix.Close(s.fd)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pkts
+}
+
+// tcpPorts counts IPv4 TCP segments per destination port, and whether any
+// frame carries marker.
+func tcpPorts(frames [][]byte, marker []byte) (perPort map[uint16]int, sawMarker bool) {
+	perPort = map[uint16]int{}
+	for _, f := range frames {
+		if bytes.Contains(f, marker) {
+			sawMarker = true
+		}
+		if len(f) < 34 || binary.BigEndian.Uint16(f[12:14]) != unix.ETH_P_IP || f[23] != unix.IPPROTO_TCP {
+			continue
+		}
+		l4 := f[14+int(f[14]&0xf)*4:]
+		if len(l4) >= 4 {
+			perPort[binary.BigEndian.Uint16(l4[2:4])]++
+		}
+	}
+	return perPort, sawMarker
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
