@@ -28,7 +28,8 @@ import (
 // (development CA) and the existingSecret renderings have the properties
 // the design promises (checked on the decoded objects); bad values fail
 // with a message; and both renderings are accepted by a real API server
-// (server-side apply, dry run, after the chart's CRDs are installed).
+// (server-side apply, dry run, after the chart's CRDs are installed); and
+// `helm install` runs the CA and installs the CNI plugin (helmInstall).
 func TestChart(t *testing.T) {
 	root, helm := chartTools(t)
 	chart := filepath.Join(root, "charts", "ambit")
@@ -97,10 +98,12 @@ func TestChart(t *testing.T) {
 }
 
 // serverDryRun applies the renderings to a real API server (one node, no
-// DNS: only the API matters) with server-side apply in dry-run mode.
+// DNS: only the API matters) with server-side apply in dry-run mode, then
+// installs the chart for real (helmInstall).
 func serverDryRun(ctx context.Context, t *testing.T, chart string, renderings map[string]string) {
 	opts := cluster.Options{Nodes: 1, NoDNS: true, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 	cluster.SkipIfUnavailable(t, opts)
+	image := buildChartImage(ctx, t.TempDir())
 	t0 := time.Now()
 	c, err := cluster.Start(ctx, t, opts)
 	if err != nil {
@@ -151,6 +154,7 @@ func serverDryRun(ctx context.Context, t *testing.T, chart string, renderings ma
 	if out, err := c.Kubectl(ctx, "get", "daemonsets,deployments,secrets", "-n", chartNamespace, "-l", "app.kubernetes.io/part-of=ambit", "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("dry run left objects behind: %q %v", out, err)
 	}
+	t.Run("HelmInstall", func(t *testing.T) { helmInstall(ctx, t, c, chart, image) })
 }
 
 func checkDaemonSet(t *testing.T, objs []object, fips bool) {
