@@ -54,7 +54,11 @@ func benchSlice(s int, notReady int) any {
 
 // feed applies the whole cluster through the informer handlers, timing each
 // call; objects are built one at a time so only the tables stay on the heap.
-func feed(tb *Tables) (lat []time.Duration) {
+//
+// With cache non-nil, pods are converted to CompactPod first (as the
+// informer's transform does) and kept in *cache, as the informer cache
+// keeps them, so the heap figure covers the cache and the tables.
+func feed(tb *Tables, cache *[]*CompactPod) (lat []time.Duration) {
 	lat = make([]time.Duration, 0, benchServices*(benchPerService+2)+benchNamespaces)
 	apply := func(o any) {
 		start := time.Now()
@@ -70,7 +74,13 @@ func feed(tb *Tables) (lat []time.Duration) {
 	}
 	for s := range benchServices {
 		for r := range benchPerService {
-			apply(benchPod(s, r))
+			if cache == nil {
+				apply(benchPod(s, r))
+				continue
+			}
+			c := CompactPodFrom(benchPod(s, r))
+			*cache = append(*cache, c)
+			apply(c)
 		}
 		apply(svc(benchNS(s), benchSvcName(s), []string{benchSvcIP(s)},
 			[]corev1.ServicePort{sport("http", 80, intstr.FromString("http"))}))
@@ -97,11 +107,25 @@ func benchOptions(o *Options) { o.LocalNode = benchNode(0) }
 // BenchmarkTablesLoad feeds 100,000 pods, 10,000 Services and their
 // EndpointSlices and reports the heap the tables hold and the p99 time of
 // one handler call. Run with -benchtime=1x.
+//
+// "tables" counts the tables alone; "tables+podcache" also keeps the
+// CompactPods the pod informer would cache (they share labels and
+// addresses with the tables).
 func BenchmarkTablesLoad(b *testing.B) {
+	b.Run("tables", func(b *testing.B) { benchLoad(b, false) })
+	b.Run("tables+podcache", func(b *testing.B) { benchLoad(b, true) })
+}
+
+func benchLoad(b *testing.B, withCache bool) {
 	for b.Loop() {
 		before := heapInUse()
 		tb := newTables(b, benchOptions)
-		lat := feed(tb)
+		var cache []*CompactPod
+		cp := &cache
+		if !withCache {
+			cp = nil
+		}
+		lat := feed(tb, cp)
 		after := heapInUse()
 		st := tb.Stats()
 		if st.Pods != benchServices*benchPerService || st.Services != benchServices || st.Endpoints != benchServices*benchPerService {
@@ -110,6 +134,7 @@ func BenchmarkTablesLoad(b *testing.B) {
 		b.ReportMetric(float64(after-before)/(1<<20), "heap-MB")
 		b.ReportMetric(float64(p99(lat).Nanoseconds())/1e3, "p99-add-µs")
 		runtime.KeepAlive(tb)
+		runtime.KeepAlive(cache)
 	}
 }
 
@@ -118,7 +143,7 @@ var loaded = sync.OnceValue(func() *Tables {
 	if err != nil {
 		panic(err)
 	}
-	feed(tb)
+	feed(tb, nil)
 	return tb
 })
 

@@ -47,21 +47,25 @@
 //
 // 100,000 pods (10,000 Deployments of 10 in 100 namespaces on 1,000
 // nodes), 10,000 Services with one EndpointSlice each, fed through OnAdd,
-// on the shared 2-core machine (load average about 4):
+// on the shared 2-core machine (load average 4 to 5, so latencies vary by
+// about 2x between runs):
 //
-//	go test -run '^$' -bench TablesLoad -benchtime=1x -count=3 ./node/tables
-//	  heap held by the tables   60.2 MB   (target 150 MB)
-//	  p99 of one add            26-28 us
+//	go test -run '^$' -bench TablesLoad -benchtime=1x ./node/tables
+//	  tables alone                    60 MB heap, p99 of one add 25-48 us
+//	  tables + informer pod cache     78 MB heap (target 150 MB)
 //	go test -run '^$' -bench 'TablesUpdate|Resolve' -benchtime=100000x ./node/tables
-//	  p99 of one update         18 us     (target 1 ms; pod relabel, slice
-//	                                       readiness flip, namespace relabel)
-//	  Resolve, Service VIP      1.25 us, 0 allocs (10 endpoints; mostly map
-//	                                       lookups missing the CPU cache)
-//	  Resolve, pod IP           0.14 us, 0 allocs
+//	  p99 of one update               18-47 us (target 1 ms; pod relabel,
+//	                                  slice readiness flip, namespace relabel)
+//	  Resolve, Service VIP            1.3-1.7 us, 0 allocs (10 endpoints;
+//	                                  mostly map lookups missing the cache)
+//	  Resolve, pod IP                 0.13 us, 0 allocs
 //
-// Two measurements changed the design: Resolve first spent most of its
+// Measurements that changed the design: Resolve first spent most of its
 // time in the garbage collector (each call allocated the joined
-// "namespace/name" strings and the SPIFFE ID, and every GC scans the
-// whole table), hence Ref and the per-service-account identity cache; and
-// the informer cache, not these tables, dominates memory (see node/watch).
+// "namespace/name" strings and the SPIFFE ID, and every GC scans the whole
+// table), hence Ref and the per-service-account identity cache. And the
+// informer cache outweighed these tables: a stripped *corev1.Pod still
+// costs 1.7 kB (the struct alone is 1,240 bytes), so the pod informer
+// caches CompactPod instead (0.33 kB, sharing its labels and addresses
+// with the tables); see node/watch.
 package tables

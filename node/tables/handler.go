@@ -8,7 +8,7 @@ import (
 
 var _ cache.ResourceEventHandler = (*Tables)(nil)
 
-// OnAdd applies an added Pod, Namespace, Service or EndpointSlice. Tables
+// OnAdd applies an added Pod (*corev1.Pod or *CompactPod), Namespace, Service or EndpointSlice. Tables
 // is the event handler of all four informers; tests and benchmarks call it
 // directly with synthetic objects. Other types are ignored.
 func (t *Tables) OnAdd(obj any, _ bool) { t.upsert(obj) }
@@ -25,6 +25,8 @@ func (t *Tables) OnDelete(obj any) {
 	}
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		t.deletePod(CompactPodFrom(o))
+	case *CompactPod:
 		t.deletePod(o)
 	case *corev1.Namespace:
 		t.deleteNamespace(o)
@@ -38,6 +40,8 @@ func (t *Tables) OnDelete(obj any) {
 func (t *Tables) upsert(obj any) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
+		t.upsertPod(CompactPodFrom(o))
+	case *CompactPod:
 		t.upsertPod(o)
 	case *corev1.Namespace:
 		t.upsertNamespace(o)

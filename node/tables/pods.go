@@ -1,6 +1,7 @@
 package tables
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"unique"
@@ -63,46 +64,26 @@ func (t *Tables) isEnrolled(w *workload) bool {
 	return n != nil && n.enabled
 }
 
-func (t *Tables) newWorkload(p *corev1.Pod) (*workload, error) {
+func (t *Tables) newWorkload(p *CompactPod) (*workload, error) {
+	if p.BadIP != "" {
+		return nil, fmt.Errorf("pod IP %q: %w", p.BadIP, errBadIP)
+	}
 	w := &workload{
 		ns: intern(p.Namespace), name: p.Name, uid: string(p.UID),
-		sa: intern(p.Spec.ServiceAccountName), node: intern(p.Spec.NodeName),
-		labels:      makeLabels(p.Labels),
-		hostNetwork: p.Spec.HostNetwork,
-		local:       p.Spec.NodeName == t.opts.LocalNode,
+		sa: p.ServiceAccount, node: p.Node,
+		labels:      p.Labels,
+		hostNetwork: p.HostNetwork,
+		local:       p.Node.Value() == t.opts.LocalNode,
 	}
 	if !w.hostNetwork {
-		seen := make(map[netip.Addr]bool, 2)
-		add := func(s string) error {
-			if s == "" {
-				return nil
-			}
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				return fmt.Errorf("pod IP %q: %w", s, err)
-			}
-			a = a.Unmap()
-			if !seen[a] {
-				seen[a] = true
-				w.ips = append(w.ips, a)
-			}
-			return nil
-		}
-		if err := add(p.Status.PodIP); err != nil {
-			return nil, err
-		}
-		for _, ip := range p.Status.PodIPs {
-			if err := add(ip.IP); err != nil {
-				return nil, err
-			}
-		}
+		w.ips = p.IPs
 	}
-	finished := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
-	w.live = len(w.ips) > 0 && !finished && p.DeletionTimestamp == nil
+	finished := p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed
+	w.live = len(w.ips) > 0 && !finished && !p.Deleting
 	if finished {
 		w.ips = nil // the address may already belong to another pod
 	}
-	w.id = t.identityOf(p.Namespace, p.Spec.ServiceAccountName)
+	w.id = t.identityOf(p.Namespace, p.ServiceAccount.Value())
 	w.eligible = !w.hostNetwork && !t.opts.PodOptOutSelector.Matches(w.labels) && !t.isSelf(p.Namespace, w.labels)
 	return w, nil
 }
@@ -114,7 +95,9 @@ func (t *Tables) isSelf(ns string, l Labels) bool {
 	return t.opts.SelfSelector.Matches(l)
 }
 
-func (t *Tables) upsertPod(p *corev1.Pod) {
+var errBadIP = errors.New("not an IP address")
+
+func (t *Tables) upsertPod(p *CompactPod) {
 	k := objKey{p.Namespace, p.Name}
 	w, err := t.newWorkload(p)
 	if err != nil {
@@ -168,7 +151,7 @@ func (t *Tables) unindexPod(w *workload) {
 	}
 }
 
-func (t *Tables) deletePod(p *corev1.Pod) {
+func (t *Tables) deletePod(p *CompactPod) {
 	k := objKey{p.Namespace, p.Name}
 	t.write(func(ev *[]Event) {
 		old := t.pods[k]

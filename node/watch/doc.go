@@ -9,14 +9,13 @@
 //     informer cache. The cache holds every pod of the cluster (routing
 //     needs remote endpoints' identities), and managedFields, annotations
 //     and container specs are most of a pod's size.
-//     Measured (go test -run '^$' -bench TransformPodHeap -benchtime=1x
-//     ./node/watch), a Deployment pod as the API server returns it:
-//     8,658 B per cached pod untransformed, 1,713 B transformed. The
-//     remainder is mostly the corev1.Pod struct itself (1,240 bytes
-//     with every field empty) and the labels map, so at 100,000 pods the
-//     informer cache holds about 170 MB on every node, three times the
-//     tables (60 MB). Storing a compact type from Transform instead of
-//     *corev1.Pod is the next step; see the report in the commit log.
+//     Pods become *tables.CompactPod (interned strings, parsed
+//     addresses), the others stripped copies of their API type. Measured
+//     (go test -run '^$' -bench TransformPodHeap -benchtime=1x
+//     ./node/watch), a Deployment pod as the API server returns it: 8,654 B
+//     per cached pod untransformed; 1,712 B as a stripped *corev1.Pod (the
+//     empty struct alone is 1,240 bytes), which is why pods are not kept
+//     as their API type; 330 B as a CompactPod.
 //   - Readiness: each informer is synced when its handler registration has
 //     received the initial list (not merely when the informer's store
 //     has it). Pending names what is not yet synced; WaitForSync blocks

@@ -1,15 +1,16 @@
 package watch
 
 import (
+	"github.com/ambit-mesh/ambit/node/tables"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Transform is the informers' cache.TransformFunc: it replaces each Pod,
-// Namespace, Service and EndpointSlice with a copy holding only the fields
-// ambit reads (see node/tables), before the object enters the informer's
-// cache. managedFields, annotations, owner references, container specs,
+// Transform is the informers' cache.TransformFunc: it replaces each Pod
+// with a *tables.CompactPod, and each Namespace, Service and EndpointSlice
+// with a copy holding only the fields ambit reads (see node/tables), before
+// the object enters the informer's cache. managedFields, annotations, owner references, container specs,
 // volumes, conditions and statuses are dropped: for a typical pod this
 // is most of the object, and the cache holds every pod of the cluster.
 //
@@ -20,7 +21,7 @@ import (
 func Transform(obj any) (any, error) {
 	switch o := obj.(type) {
 	case *corev1.Pod:
-		return stripPod(o), nil
+		return tables.CompactPodFrom(o), nil
 	case *corev1.Namespace:
 		return &corev1.Namespace{ObjectMeta: stripMeta(&o.ObjectMeta)}, nil
 	case *corev1.Service:
@@ -42,17 +43,6 @@ func stripMeta(m *metav1.ObjectMeta) metav1.ObjectMeta {
 		Name: m.Name, Namespace: m.Namespace, UID: m.UID,
 		ResourceVersion: m.ResourceVersion, Labels: m.Labels,
 		DeletionTimestamp: m.DeletionTimestamp,
-	}
-}
-
-func stripPod(p *corev1.Pod) *corev1.Pod {
-	return &corev1.Pod{
-		ObjectMeta: stripMeta(&p.ObjectMeta),
-		Spec: corev1.PodSpec{
-			NodeName: p.Spec.NodeName, HostNetwork: p.Spec.HostNetwork,
-			ServiceAccountName: p.Spec.ServiceAccountName,
-		},
-		Status: corev1.PodStatus{Phase: p.Status.Phase, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs},
 	}
 }
 

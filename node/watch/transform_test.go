@@ -1,9 +1,12 @@
 package watch
 
 import (
+	"net/netip"
 	"reflect"
+	"slices"
 	"testing"
 
+	"github.com/ambit-mesh/ambit/node/tables"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -39,17 +42,26 @@ func TestTransformPod(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "web-1", UID: "uid-1", ResourceVersion: "42", Labels: map[string]string{"app": "web"}},
-		Spec:       corev1.PodSpec{NodeName: "node-a", ServiceAccountName: "web", HostNetwork: true},
-		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}, {IP: "fd00::1"}}},
+	c, ok := got.(*tables.CompactPod)
+	if !ok {
+		t.Fatalf("Transform(pod) = %T, want *tables.CompactPod", got)
 	}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("Transform(pod) =\n%+v\nwant\n%+v", got, want)
+	if c.Namespace != "shop" || c.Name != "web-1" || c.UID != "uid-1" || c.ResourceVersion != "42" ||
+		c.Labels.Get("app") != "web" || len(c.Labels) != 1 || c.Node.Value() != "node-a" || c.ServiceAccount.Value() != "web" ||
+		!c.HostNetwork || c.Phase != corev1.PodRunning || c.Deleting || c.BadIP != "" ||
+		!slices.Equal(c.IPs, []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")}) {
+		t.Fatalf("Transform(pod) = %+v", c)
+	}
+	if c.GetAnnotations() != nil || c.GetManagedFields() != nil || c.GetOwnerReferences() != nil {
+		t.Fatal("compact pod reports stripped metadata")
 	}
 	again, _ := Transform(got)
-	if !reflect.DeepEqual(again, want) {
-		t.Fatal("Transform is not idempotent")
+	if again != got {
+		t.Fatal("Transform of a compact pod is not the identity")
+	}
+	cp := c.DeepCopyObject().(*tables.CompactPod)
+	if !reflect.DeepEqual(cp, c) {
+		t.Fatal("DeepCopyObject differs")
 	}
 	if in.Annotations == nil || len(in.Spec.Containers) != 1 {
 		t.Fatal("Transform modified its input")
