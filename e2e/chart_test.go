@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"log/slog"
 	"math/big"
@@ -53,6 +54,7 @@ func TestChart(t *testing.T) {
 	checkDaemonSet(t, devObjs, false)
 	checkRBAC(t, devObjs)
 	checkDevCA(t, devObjs)
+	checkDashboard(t, devObjs)
 
 	bundle := testRootPEM(t)
 	bundleFile := filepath.Join(t.TempDir(), "roots.pem")
@@ -431,4 +433,39 @@ func testRootPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// checkDashboard: the Grafana dashboard is valid JSON whose panels query
+// connections, bytes, denials and certificate expiry.
+func checkDashboard(t *testing.T, objs []object) {
+	t.Helper()
+	var cm corev1.ConfigMap
+	find(t, objs, "ConfigMap", "ambit-dashboard").decode(t, &cm)
+	var dash struct {
+		Title  string `json:"title"`
+		Panels []struct {
+			Targets []struct {
+				Expr string `json:"expr"`
+			} `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal([]byte(cm.Data["ambit.json"]), &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var exprs []string
+	for _, p := range dash.Panels {
+		for _, tg := range p.Targets {
+			exprs = append(exprs, tg.Expr)
+		}
+	}
+	all := strings.Join(exprs, "\n")
+	for _, want := range []string{"ambit_tcp_connections_opened_total", "ambit_tcp_sent_bytes_total", "ambit_tcp_received_bytes_total",
+		`ambit_tcp_connections_failed_total{response_flags="DENY"`, "ambit_certificate_expiry_seconds"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("dashboard %q queries no %s", dash.Title, want)
+		}
+	}
+	if cm.Labels["grafana_dashboard"] != "1" {
+		t.Errorf("dashboard labels %v lack grafana_dashboard=1", cm.Labels)
+	}
 }
