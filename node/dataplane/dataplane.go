@@ -76,6 +76,11 @@ type Config struct {
 	SVIDs identity.SVIDSource
 	// Bundles verify peers. Required.
 	Bundles x509bundle.Source
+	// Live, when set, registers every allowed plaintext inbound connection
+	// so that Live.Recheck after a policy change closes those now denied.
+	// Optional. (HBONE streams are not registered: tunnel.Server gives its
+	// Dial no handle on the authorization request.)
+	Live *authz.Live
 	// Hooks observe every connection (tunnel and non-tunnel paths).
 	// Optional.
 	Hooks tunnel.Hooks
@@ -100,11 +105,12 @@ type Stats struct {
 	InboundPlain        int64 // connections accepted on 15006
 	InboundPlainDenied  int64 // refused by authorization (e.g. STRICT)
 	InboundPlainFailed  int64 // the app could not be dialed
+	InboundPlainRevoked int64 // closed by Live.Recheck after a policy change
 }
 
 type counters struct {
 	outAccepted, outHBONE, outPass, outDenied, outFailed, noOrigDst atomic.Int64
-	inPlain, inPlainDenied, inPlainFailed                           atomic.Int64
+	inPlain, inPlainDenied, inPlainFailed, inPlainRevoked           atomic.Int64
 }
 
 // Pod is the running data path of one enrolled pod.
@@ -285,7 +291,7 @@ func (p *Pod) Stats() Stats {
 		OutboundPassthrough: s.outPass.Load(), OutboundDenied: s.outDenied.Load(),
 		OutboundFailed: s.outFailed.Load(), NoOriginalDst: s.noOrigDst.Load(),
 		InboundPlain: s.inPlain.Load(), InboundPlainDenied: s.inPlainDenied.Load(),
-		InboundPlainFailed: s.inPlainFailed.Load(),
+		InboundPlainFailed: s.inPlainFailed.Load(), InboundPlainRevoked: s.inPlainRevoked.Load(),
 	}
 }
 
@@ -342,23 +348,26 @@ func refuse(c net.Conn) {
 }
 
 // splice joins app and peer until both directions end and reports it.
-func (p *Pod) splice(ci *tunnel.ConnInfo, a, b net.Conn) {
+// revoked, when it holds a decision by then, says a policy change closed
+// the connection.
+func (p *Pod) splice(ci *tunnel.ConnInfo, a, b net.Conn, revoked *atomic.Pointer[authz.Decision]) {
 	if p.cfg.Hooks.OnStart != nil {
 		p.cfg.Hooks.OnStart(ci)
 	}
-	onEnd := p.cfg.Hooks.OnEnd
 	sent, recv, err := tunnel.Splice(p.ctx, a, b, p.cfg.Settings)
 	ci.BytesSent, ci.BytesRecv = sent, recv
-	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-		ci.Err = err
-		ci.Outcome = tunnel.OutcomeReset
-		if p.ctx.Err() != nil {
-			ci.Outcome = tunnel.OutcomeShutdown
-		}
+	switch {
+	case revoked != nil && revoked.Load() != nil:
+		d := revoked.Load()
+		ci.Outcome, ci.Reason, ci.Policy, ci.Err = tunnel.OutcomeDenied, d.Reason, d.Policy, err
+	case p.ctx.Err() != nil:
+		ci.Outcome, ci.Err = tunnel.OutcomeShutdown, err
+	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
+		ci.Outcome, ci.Err = tunnel.OutcomeReset, err
 	}
-	if onEnd != nil {
+	if p.cfg.Hooks.OnEnd != nil {
 		ci.Duration = p.cfg.Now().Sub(ci.Start)
-		onEnd(ci)
+		p.cfg.Hooks.OnEnd(ci)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -147,13 +148,14 @@ func TestPodToPod(t *testing.T) {
 			Reason: tables.ReasonEnrolled},
 	}
 	hooksA, hooksB := newHookLog(), newHookLog()
+	live := authz.NewLive()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	start := func(p *labPod, id spiffeid.ID, labels map[string]string, h *hookLog) *Pod {
 		dp, err := Start(ctx, Config{
 			PodID: p.name, Identity: id, Addrs: []netip.Addr{p.ip},
 			Workload: authz.Workload{Namespace: "demo", Name: p.name, Labels: labels, Identity: id},
 			Capture:  m, Router: router, Authorizer: engine,
-			SVIDs: svids, Bundles: ca.Bundle(), Hooks: h.hooks(), Logger: logger,
+			SVIDs: svids, Bundles: ca.Bundle(), Hooks: h.hooks(), Logger: logger, Live: live,
 		})
 		if err != nil {
 			t.Fatalf("start %s: %v", p.name, err)
@@ -270,12 +272,22 @@ func TestPodToPod(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Error("app in B never saw the PERMISSIVE plaintext connection")
 	}
-	conn.Close()
-	if ci := hooksB.nextEnd(t, tunnel.Inbound); ci.Outcome != tunnel.OutcomeOK || ci.BytesSent != int64(len("plaintext hello")) {
-		t.Errorf("plaintext under PERMISSIVE reported outcome %q, %d bytes", ci.Outcome, ci.BytesSent)
+	// 4. Back to STRICT: rechecking live connections closes the open one.
+	engine.Update(nil, []*v1alpha1.PeerAuthentication{peer(v1alpha1.MTLSStrict)})
+	if n := live.Recheck(engine); n != 1 {
+		t.Errorf("Live.Recheck closed %d connections, want 1", n)
 	}
-	if s := dpB.Stats(); s.InboundPlain != 2 || s.InboundPlainDenied != 1 {
-		t.Errorf("B stats %+v, want 2 plaintext, 1 denied", s)
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if n, err := conn.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("plaintext connection still open after STRICT and recheck: read %d, %v", n, err)
+	}
+	conn.Close()
+	if ci := hooksB.nextEnd(t, tunnel.Inbound); ci.BytesSent != int64(len("plaintext hello")) || ci.Outcome != tunnel.OutcomeDenied {
+		t.Errorf("revoked plaintext connection reported outcome %q, %d bytes; want DENY after %d bytes",
+			ci.Outcome, ci.BytesSent, len("plaintext hello"))
+	}
+	if s := dpB.Stats(); s.InboundPlain != 2 || s.InboundPlainDenied != 1 || s.InboundPlainRevoked != 1 {
+		t.Errorf("B stats %+v, want 2 plaintext, 1 denied, 1 revoked", s)
 	}
 	if len(hooksB.starts()) == 0 {
 		t.Error("no OnStart reported on B")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/netip"
+	"sync/atomic"
 
 	"github.com/ambit-mesh/ambit/node/authz"
 	"github.com/ambit-mesh/ambit/tunnel"
@@ -47,12 +48,13 @@ func (p *Pod) handlePlain(c net.Conn) {
 		p.failed(ci)
 		return
 	}
-	d := p.cfg.Authorizer.Decide(authz.Request{
+	req := authz.Request{
 		Workload:    p.cfg.Workload,
 		Source:      authz.Source{IP: src.Addr()},
 		Destination: authz.Destination{IP: dst.Addr(), Port: dst.Port()},
 		Secure:      false,
-	})
+	}
+	d := p.cfg.Authorizer.Decide(req)
 	ci.Policy, ci.Reason = d.Policy, d.Reason
 	if !d.Allow {
 		p.stats.inPlainDenied.Add(1)
@@ -72,7 +74,19 @@ func (p *Pod) handlePlain(c net.Conn) {
 		p.failed(ci)
 		return
 	}
-	p.splice(ci, c, app)
+	var revoked atomic.Pointer[authz.Decision]
+	if p.cfg.Live != nil {
+		unregister := p.cfg.Live.Register(req, func(d authz.Decision) {
+			revoked.Store(&d)
+			p.stats.inPlainRevoked.Add(1)
+			p.log.Info("dataplane: live plaintext connection closed by a policy change", "src", src.String(),
+				"dst", dst.String(), "reason", d.Reason, "policy", d.Policy)
+			refuse(c)
+			app.Close()
+		})
+		defer unregister()
+	}
+	p.splice(ci, c, app, &revoked)
 }
 
 func (p *Pod) ownAddr(a netip.Addr) bool {

@@ -108,5 +108,5 @@ func (p *Pod) outboundPassthrough(app net.Conn, ci *tunnel.ConnInfo, route table
 		return
 	}
 	p.stats.outPass.Add(1)
-	p.splice(ci, app, up)
+	p.splice(ci, app, up, nil)
 }
