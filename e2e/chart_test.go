@@ -68,6 +68,30 @@ func TestChart(t *testing.T) {
 	checkRBAC(t, pkiObjs)
 	checkPKICA(t, pkiObjs, string(bundle))
 
+	// A bundle from the user's own ConfigMap: none rendered, the daemon mounts theirs.
+	byName := parseManifests(t, render("--set", "ca.existingSecret=corp-intermediate", "--set", "ca.trustBundleConfigMap=corp-roots"))
+	if slices.Contains(kinds(byName), "ConfigMap/ambit-trust-bundle") {
+		t.Error("ca.trustBundleConfigMap set, but the chart rendered its own bundle")
+	}
+	var ds appsv1.DaemonSet
+	find(t, byName, "DaemonSet", "ambit").decode(t, &ds)
+	if !slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.ConfigMap != nil && v.ConfigMap.Name == "corp-roots"
+	}) {
+		t.Error("daemon does not mount the user's bundle ConfigMap corp-roots")
+	}
+	// An external CA: no CA objects, the daemon points at it.
+	ext := parseManifests(t, render("--set", "ca.enabled=false", "--set", "ca.address=https://ca.example:443", "--set-file", "ca.trustBundle="+bundleFile))
+	for _, k := range kinds(ext) {
+		if strings.HasSuffix(k, "/ambit-ca") || strings.HasPrefix(k, "Secret/") {
+			t.Errorf("ca.enabled=false rendered %s", k)
+		}
+	}
+	find(t, ext, "DaemonSet", "ambit").decode(t, &ds)
+	if !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, "--ca-address=https://ca.example:443") {
+		t.Errorf("daemon args %v lack the external CA address", ds.Spec.Template.Spec.Containers[0].Args)
+	}
+
 	// The PodMonitor needs both the switch and the API.
 	if objs := parseManifests(t, render("--set", "metrics.podMonitor.enabled=true")); slices.Contains(kinds(objs), "PodMonitor/ambit") {
 		t.Error("PodMonitor rendered although the cluster does not serve monitoring.coreos.com/v1")
