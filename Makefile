@@ -51,7 +51,10 @@ bench: ## Direct TCP vs mTLS splice vs HBONE, table (BENCH_OUT=file.json also wr
 .PHONY: bench-all
 bench-all: bench ## Also the package benchmarks: tunnel, CA, policy, tables, capture (root).
 	$(GO) test -run '^$$' -bench 'Ratio|IdleMemory|Connect' -benchtime 1x -count 3 ./tunnel
-	$(GO) test -run '^$$' -bench . -benchmem ./identity/... ./node/...
+	$(GO) test -run '^$$' -bench . -benchmem ./identity/... ./node/authz/
+	$(GO) test -run '^$$' -bench TablesLoad -benchtime=1x ./node/tables
+	$(GO) test -run '^$$' -bench 'TablesUpdate|Resolve' -benchtime=100000x ./node/tables
+	$(GO) test -run '^$$' -bench Hooks -benchtime 200000x ./node/metrics
 	$(GO) test -run '^$$' -bench BenchmarkConnect -benchtime 3000x ./redirect
 	$(GO) test -run '^$$' -bench BenchmarkEnrol -benchtime 100x ./redirect/cniserver
 
