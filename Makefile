@@ -19,6 +19,7 @@ lint: ## gofmt, go vet and staticcheck (pinned in go.mod's tool block).
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) tool staticcheck $(PKGS)
+	@if [ -x bin/helm ]; then bin/helm lint --strict charts/ambit; fi
 	@# tunnel/ and identity/ stay free of Kubernetes and kernel code (architecture.md).
 	@bad=$$($(GO) list -f '{{.ImportPath}} {{join .Deps " "}}' ./tunnel/... ./identity/... | tr ' ' '\n' | grep -E '^(k8s\.io/|github\.com/vishvananda/|github\.com/cilium/)' | sort -u); \
 	 bad="$$bad$$($(GO) list -f '{{range .Imports}}{{if eq . "golang.org/x/sys/unix"}}{{$$.ImportPath}} imports x/sys/unix{{end}}{{end}}' ./tunnel/... ./identity/...)"; \
@@ -43,6 +44,10 @@ verify-generated: generate ## Fail if generated files differ from what is commit
 .PHONY: test
 test: deps cluster-bins lint ## Install what is needed, lint, then every test with -race (as root: privileged and cluster tests run).
 	AMBIT_CNI_PLUGINS=$${AMBIT_CNI_PLUGINS:-$(CURDIR)/bin/cni} $(GO) test -race -count=1 -timeout 45m $(PKGS)
+
+.PHONY: images
+images: ## Build the ambit image (ambit + ambit-cni, static, no Docker) as out/images/ambit.tar.
+	$(GO) run ./e2e/images/cmd/ambit-images -out out/images $(if $(TAG),-tag $(TAG))
 
 .PHONY: bench
 bench: ## Direct TCP vs mTLS splice vs HBONE, table (BENCH_OUT=file.json also writes JSON).
