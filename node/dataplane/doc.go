@@ -20,6 +20,12 @@
 //     identity-based ALLOW rules cannot admit it; allowed connections are
 //     dialed and spliced like HBONE ones.
 //
+// Start runs one pod (Config); Node keeps the pods of a node keyed by pod ID
+// for the enrolment layer (Set starts, restarts on a changed identity,
+// address or workload, and leaves an unchanged pod alone; Remove; Close).
+// An allowed plaintext connection is registered with authz.Live when
+// Config.Live is set, so a policy change closes it.
+//
 // # Design
 //
 // One Pod value per enrolled pod, each with its own tunnel.Client and
