@@ -10,6 +10,21 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
+// endHeadersLocked finishes a header block on a known stream: END_STREAM
+// closes its read side, and a stream done both ways is retired. It is
+// called with c.mu held and releases it.
+func (c *conn) endHeadersLocked(s *Stream, f *http2.MetaHeadersFrame) {
+	if f.StreamEnded() {
+		s.rclosed = true
+	}
+	finished := s.finishedLocked()
+	c.mu.Unlock()
+	s.signalRead()
+	if finished {
+		c.streamDone(s)
+	}
+}
+
 // handleHeaders handles a complete header block: a new CONNECT request
 // (server) or the response to one (client).
 func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
@@ -33,27 +48,11 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 			s.resp = f
 			close(s.respReady)
 		}
-		if f.StreamEnded() {
-			s.rclosed = true
-		}
-		finished := s.finishedLocked()
-		c.mu.Unlock()
-		s.signalRead()
-		if finished {
-			c.streamDone(s)
-		}
+		c.endHeadersLocked(s, f)
 		return nil
 	}
 	if s != nil { // trailers: only END_STREAM is meaningful
-		if f.StreamEnded() {
-			s.rclosed = true
-		}
-		finished := s.finishedLocked()
-		c.mu.Unlock()
-		s.signalRead()
-		if finished {
-			c.streamDone(s)
-		}
+		c.endHeadersLocked(s, f)
 		return nil
 	}
 	if id%2 == 0 || id <= c.lastPeerID {
