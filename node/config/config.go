@@ -148,13 +148,15 @@ type UsageError struct {
 }
 
 func (e *UsageError) Error() string {
+	// The value is quoted (%q escapes newlines); source and reason are
+	// folded onto one line whatever an underlying error says.
 	if e.Source == "" {
 		return oneLine(e.Reason)
 	}
 	if e.noValue {
-		return oneLine(e.Source + ": " + e.Reason)
+		return oneLine(e.Source) + ": " + oneLine(e.Reason)
 	}
-	return oneLine(fmt.Sprintf("%s %q: %s", e.Source, e.Value, e.Reason))
+	return fmt.Sprintf("%s %q: %s", oneLine(e.Source), e.Value, oneLine(e.Reason))
 }
 
 // Unwrap returns ErrUsage and the underlying error.
@@ -165,7 +167,7 @@ func (e *UsageError) Unwrap() []error {
 	return []error{ErrUsage, e.Err}
 }
 
-// oneLine keeps a message on one line whatever an underlying error says.
+// oneLine folds every run of white space (newlines included) into one space.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
