@@ -20,18 +20,20 @@ func (c Config) checkFile(flagName, path string, check func([]byte) string) erro
 	if path == "" {
 		return c.bad(flagName, path, "required", nil)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return c.bad(flagName, path, fileReason(err), err)
-	}
-	defer func() { _ = f.Close() }()
-	st, err := f.Stat()
+	// Stat before opening: opening a FIFO would block start-up until a
+	// writer appears, and a device could be read forever.
+	st, err := os.Stat(path)
 	if err != nil {
 		return c.bad(flagName, path, fileReason(err), err)
 	}
 	if !st.Mode().IsRegular() {
 		return c.bad(flagName, path, "not a regular file", nil)
 	}
+	f, err := os.Open(path)
+	if err != nil {
+		return c.bad(flagName, path, fileReason(err), err)
+	}
+	defer func() { _ = f.Close() }()
 	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
 	if err != nil {
 		return c.bad(flagName, path, fileReason(err), err)

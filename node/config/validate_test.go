@@ -3,8 +3,11 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestBadInput: every bad input is one line naming the input and the
@@ -221,6 +224,36 @@ func TestUnreadableFile(t *testing.T) {
 	p := fx.write(t, "locked", []byte("token"), 0o000)
 	_, err := Parse(fx.args("--ca-token-file="+p), nil)
 	checkUsage(t, err, "--ca-token-file", `--ca-token-file "`+p+`": not readable: permission denied`)
+}
+
+// TestSpecialFiles: a FIFO or a device as a token or bundle is refused at
+// once (opening a FIFO would block start-up until a writer came).
+func TestSpecialFiles(t *testing.T) {
+	fx := newFixture(t)
+	fifo := filepath.Join(fx.dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := Parse(fx.args("--ca-token-file="+fifo), nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		checkUsage(t, err, "--ca-token-file", `--ca-token-file "`+fifo+`": not a regular file`)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Parse blocked on a FIFO token file")
+	}
+	_, err := Parse(fx.args("--bundle-file=/dev/zero"), nil)
+	checkUsage(t, err, "--bundle-file", `--bundle-file "/dev/zero": not a regular file`)
+
+	big := fx.write(t, "big.crt", nil, 0o644)
+	if err := os.Truncate(big, maxFileSize+1); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Parse(fx.args("--bundle-file="+big), nil)
+	checkUsage(t, err, "--bundle-file", `--bundle-file "`+big+`": larger than 4194304 bytes`)
 }
 
 func TestErrorNeverQuotesTheToken(t *testing.T) {
