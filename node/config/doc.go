@@ -25,8 +25,9 @@
 //     one line, and the caller, not this package, prints it: the FlagSet's own
 //     output is discarded (the flag package would otherwise print the whole
 //     usage text for one typo).
-//   - Only the first problem is reported, in flag order: the operator fixes it
-//     and sees the next one; a list of ten lines is not "one line".
+//   - Only the first problem is reported, in the order the chart passes the
+//     flags: the operator fixes it and sees the next one; a list of ten lines
+//     is not "one line".
 //   - Checks made at start are the ones that cannot become valid later: syntax
 //     (addresses, ports, selectors, the trust domain, the CA URL), policy (the
 //     admin endpoint is loopback only, the CA is reached over https) and the
@@ -34,6 +35,15 @@
 //     must exist and be non-empty, the bundle must hold a certificate). Files
 //     are re-read later by their users (kubelet rotates the token); this only
 //     fails fast on a mount that is missing altogether.
+//   - Files are stat'ed before they are opened: a FIFO given as the token
+//     would otherwise block start-up until a writer appeared.
+//   - The three listeners (metrics, ready, admin) may not share a port where
+//     their addresses overlap (same host, or one on all addresses): the
+//     second bind would fail later with a less useful message.
+//   - Not checked here, because they are facts of the node rather than of
+//     the configuration: whether bpffs is mounted at BPFPinDir, whether the
+//     socket's directory exists, whether the Go runtime is in FIPS mode when
+//     FIPS is set. Their users report those.
 //   - Empty label selectors are refused: labels.Parse("") selects everything,
 //     which would enrol every namespace (or opt every pod out) by accident.
 package config

@@ -64,7 +64,6 @@ func TestBadInput(t *testing.T) {
 		{"token is a directory", []string{"--ca-token-file=" + fx.dir}, nil, "--ca-token-file", `--ca-token-file "` + fx.dir + `": not a regular file`},
 		{"token empty", []string{"--ca-token-file=" + emptyToken}, nil, "--ca-token-file", `--ca-token-file "` + emptyToken + `": is empty`},
 		{"token path empty", []string{"--ca-token-file="}, nil, "--ca-token-file", `--ca-token-file "": required`},
-		{"token from env", nil, map[string]string{"AMBIT_CA_TOKEN_FILE": "/nonexistent/token"}, "--ca-token-file", ""}, // flag wins: no error expected here, see below
 		{"audience empty", []string{"--ca-audience="}, nil, "--ca-audience", `--ca-audience "": required`},
 		{"audience with space", []string{"--ca-audience=ambit ca"}, nil, "--ca-audience", `--ca-audience "ambit ca": must not contain spaces or control characters`},
 		{"bundle missing", []string{"--bundle-file=/nonexistent/ca.crt"}, nil, "--bundle-file", `--bundle-file "/nonexistent/ca.crt": no such file`},
@@ -126,17 +125,6 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.name == "token from env" {
-				// The fixture passes --ca-token-file, so the variable is ignored (flag wins)...
-				if _, err := Parse(fx.args(), env(tt.env)); err != nil {
-					t.Fatalf("flag did not win over AMBIT_CA_TOKEN_FILE: %v", err)
-				}
-				// ...and without the flag the variable is used, and named.
-				args := []string{"--ca-address=https://ca:15012", "--bundle-file=" + fx.bundle, "--node-name=n", "--root-namespace=r"}
-				_, err := Parse(args, env(tt.env))
-				checkUsage(t, err, "AMBIT_CA_TOKEN_FILE", `AMBIT_CA_TOKEN_FILE "/nonexistent/token": no such file`)
-				return
-			}
 			c, err := Parse(fx.args(tt.args...), env(tt.env))
 			if err == nil {
 				t.Fatalf("Parse accepted it: %+v", c)
@@ -147,6 +135,19 @@ func TestBadInput(t *testing.T) {
 			checkUsage(t, err, tt.source, tt.want)
 		})
 	}
+}
+
+// TestFileFromEnv: AMBIT_CA_TOKEN_FILE is ignored when the flag is given,
+// used otherwise, and named in the error.
+func TestFileFromEnv(t *testing.T) {
+	fx := newFixture(t)
+	vars := env(map[string]string{"AMBIT_CA_TOKEN_FILE": "/nonexistent/token"})
+	if _, err := Parse(fx.args(), vars); err != nil {
+		t.Fatalf("--ca-token-file did not win over AMBIT_CA_TOKEN_FILE: %v", err)
+	}
+	args := []string{"--ca-address=https://ca:15012", "--bundle-file=" + fx.bundle, "--node-name=n", "--root-namespace=r"}
+	_, err := Parse(args, vars)
+	checkUsage(t, err, "AMBIT_CA_TOKEN_FILE", `AMBIT_CA_TOKEN_FILE "/nonexistent/token": no such file`)
 }
 
 func checkUsage(t *testing.T, err error, source, want string) {
