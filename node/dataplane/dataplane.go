@@ -21,13 +21,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Sentinel errors.
-var (
-	// ErrConfig: a required Config field is missing or invalid.
-	ErrConfig = errors.New("dataplane: invalid configuration")
-	// ErrStopped: the pod's data path was stopped.
-	ErrStopped = errors.New("dataplane: stopped")
-)
+// ErrConfig is wrapped by Start and NewNode when a required field is
+// missing or invalid.
+var ErrConfig = errors.New("dataplane: invalid configuration")
 
 // Router decides where a captured outbound connection goes. *tables.Tables
 // satisfies it.

@@ -31,13 +31,13 @@ import (
 var labSeq atomic.Int32
 
 type lab struct {
-	t      *testing.T
+	t      testing.TB
 	k      int
 	dir    string
 	bridge netlink.Link
 }
 
-func newLab(t *testing.T) *lab {
+func newLab(t testing.TB) *lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces, veths and a bridge, and attaches eBPF capture")
@@ -61,7 +61,7 @@ func newLab(t *testing.T) *lab {
 }
 
 type labPod struct {
-	t      *testing.T
+	t      testing.TB
 	name   string
 	ns     *os.File
 	path   string
@@ -71,7 +71,7 @@ type labPod struct {
 
 // newNetns creates a netns bind-mounted at path on a locked thread that
 // returns to its namespace (or is never unlocked, so the runtime drops it).
-func newNetns(t *testing.T, path string) *os.File {
+func newNetns(t testing.TB, path string) *os.File {
 	t.Helper()
 	if err := os.WriteFile(path, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -191,7 +191,7 @@ type appServer struct {
 	wg   sync.WaitGroup
 }
 
-func serveApp(t *testing.T, ln net.Listener) *appServer {
+func serveApp(t testing.TB, ln net.Listener) *appServer {
 	a := &appServer{seen: make(chan netip.AddrPort, 16)}
 	a.wg.Add(1)
 	go func() {
@@ -201,7 +201,10 @@ func serveApp(t *testing.T, ln net.Listener) *appServer {
 			if err != nil {
 				return
 			}
-			a.seen <- c.RemoteAddr().(*net.TCPAddr).AddrPort()
+			select { // tests read seen; benchmarks do not
+			case a.seen <- c.RemoteAddr().(*net.TCPAddr).AddrPort():
+			default:
+			}
 			a.wg.Add(1)
 			go func() {
 				defer a.wg.Done()
@@ -233,7 +236,7 @@ func roundTrip(c net.Conn, msg string) error {
 	return nil
 }
 
-func testManager(t *testing.T) *redirect.Manager {
+func testManager(t testing.TB) *redirect.Manager {
 	t.Helper()
 	bpffs := t.TempDir()
 	if err := unix.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
