@@ -62,6 +62,7 @@ bench-all: bench ## Also the package benchmarks: tunnel, CA, policy, tables, cap
 	$(GO) test -run '^$$' -bench Hooks -benchtime 200000x ./node/metrics
 	$(GO) test -run '^$$' -bench BenchmarkConnect -benchtime 3000x ./redirect
 	$(GO) test -run '^$$' -bench BenchmarkEnrol -benchtime 100x ./redirect/cniserver
+	$(GO) test -run '^$$' -bench PodToPod -benchtime 1000x ./node/dataplane
 
 .PHONY: demo
 demo: ## Narrated demo: a real CA, node certificates, a policy, HBONE between two endpoints.
