@@ -49,6 +49,10 @@ type hookLog struct {
 	start []tunnel.ConnInfo
 	end   []tunnel.ConnInfo
 	ended chan tunnel.ConnInfo
+	// unclaimed holds ended connections nextEnd read while waiting for
+	// another direction: the two ends of one connection finish in either
+	// order. Only the test goroutine touches it.
+	unclaimed []tunnel.ConnInfo
 }
 
 func newHookLog() *hookLog { return &hookLog{ended: make(chan tunnel.ConnInfo, 32)} }
@@ -78,6 +82,12 @@ func (h *hookLog) starts() []tunnel.ConnInfo {
 // nextEnd waits for a hook OnEnd matching dir.
 func (h *hookLog) nextEnd(t *testing.T, dir tunnel.Direction) tunnel.ConnInfo {
 	t.Helper()
+	for i, ci := range h.unclaimed {
+		if ci.Direction == dir {
+			h.unclaimed = append(h.unclaimed[:i], h.unclaimed[i+1:]...)
+			return ci
+		}
+	}
 	timeout := time.After(5 * time.Second)
 	for {
 		select {
@@ -85,6 +95,7 @@ func (h *hookLog) nextEnd(t *testing.T, dir tunnel.Direction) tunnel.ConnInfo {
 			if ci.Direction == dir {
 				return ci
 			}
+			h.unclaimed = append(h.unclaimed, ci)
 		case <-timeout:
 			t.Fatalf("no %s connection ended", dir)
 		}
