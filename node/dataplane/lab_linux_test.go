@@ -121,6 +121,9 @@ func (l *lab) pod(name string, n int) *labPod {
 	p := &labPod{t: t, name: name, ns: newNetns(t, path), path: path,
 		hostIf: fmt.Sprintf("dpv%d_%d", l.k, n),
 		ip:     netip.MustParseAddr(fmt.Sprintf("198.19.%d.%d", l.k, n))}
+	if old, err := netlink.LinkByName(p.hostIf); err == nil {
+		netlink.LinkDel(old) // left by a run that was killed before its cleanup
+	}
 	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.hostIf, MasterIndex: l.bridge.Attrs().Index},
 		PeerName: "eth0", PeerNamespace: netlink.NsFd(int(p.ns.Fd()))}
 	if err := netlink.LinkAdd(veth); err != nil {
