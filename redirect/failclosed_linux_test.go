@@ -1,6 +1,8 @@
 package redirect
 
 import (
+	"github.com/ambit-mesh/ambit/redirect/nstest"
+
 	"context"
 	"errors"
 	"net/netip"
@@ -55,7 +57,7 @@ func TestFailClosed(t *testing.T) {
 
 	kill()
 
-	snifA, snifB := sniff(t, a.hostIf), sniff(t, b.hostIf)
+	snifA, snifB := nstest.Sniff(t, a.hostIf), nstest.Sniff(t, b.hostIf)
 	for _, ip := range []netip.Addr{c.v4, c.v6} {
 		err := appSend(a, netip.AddrPortFrom(ip, 8080), 2*time.Second)
 		if !errors.Is(err, syscall.ECONNREFUSED) {
@@ -113,7 +115,7 @@ func TestFailClosed(t *testing.T) {
 		t.Errorf("pod-b sk_lookup no-listener drops = %d (%v), want > 0", noListener, err)
 	}
 
-	framesA, framesB := snifA.close(), snifB.close()
+	framesA, framesB := snifA.Close(), snifB.Close()
 	if n, saw := tcpTo(framesA, 8080, marker); n != 0 || saw {
 		t.Errorf("pod-a veth: %d segments to :8080, marker seen %v", n, saw)
 	}

@@ -3,7 +3,7 @@ package redirect
 import (
 	"context"
 	"fmt"
-	"github.com/ambit-mesh/ambit/redirect/internal/nstest"
+	"github.com/ambit-mesh/ambit/redirect/nstest"
 	"io"
 	"log/slog"
 	"net"

@@ -3,75 +3,9 @@ package redirect
 import (
 	"bytes"
 	"encoding/binary"
-	"net"
-	"sync"
-	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// sniffer records every frame on a host interface through an AF_PACKET
-// socket: the wire as a packet capture on the pod's veth sees it.
-type sniffer struct {
-	fd   int
-	mu   sync.Mutex
-	pkts [][]byte
-	done chan struct{}
-	stop chan struct{}
-}
-
-func sniff(t *testing.T, ifname string) *sniffer {
-	t.Helper()
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	proto := int(htons(unix.ETH_P_ALL))
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
-		t.Fatal(err)
-	}
-	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	s := &sniffer{fd: fd, done: make(chan struct{}), stop: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-s.stop:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil {
-				continue
-			}
-			s.mu.Lock()
-			s.pkts = append(s.pkts, bytes.Clone(buf[:n]))
-			s.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { s.close() })
-	return s
-}
-
-func (s *sniffer) close() [][]byte {
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-		<-s.done
-		unix.Close(s.fd)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pkts
-}
 
 // tcpTo counts TCP segments to port in frames, and whether any frame
 // carries marker.
@@ -104,5 +38,3 @@ func tcpTo(frames [][]byte, port uint16, marker []byte) (segments int, sawMarker
 	}
 	return segments, sawMarker
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }

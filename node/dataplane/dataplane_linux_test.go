@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"github.com/ambit-mesh/ambit/redirect/nstest"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -189,7 +191,7 @@ func TestPodToPod(t *testing.T) {
 	marker := "ambit-dataplane-marker-" + hex.EncodeToString(mk[:])
 
 	// 1. Allowed: HBONE with mutual TLS, nothing in plaintext on B's wire.
-	sn := sniff(t, b.hostIf)
+	sn := nstest.Sniff(t, b.hostIf)
 	conn, err := a.dial(ctx, dst)
 	if err != nil {
 		t.Fatalf("app in A dial %v: %v", dst, err)
@@ -221,7 +223,7 @@ func TestPodToPod(t *testing.T) {
 	if cli.Destination != idB || cli.Source != idA || cli.Outcome != tunnel.OutcomeOK {
 		t.Errorf("client hook: %v -> %v outcome %q, want %v -> %v ok", cli.Source, cli.Destination, cli.Outcome, idA, idB)
 	}
-	frames := sn.close()
+	frames := sn.Close()
 	ports, sawMarker := tcpPorts(frames, []byte(marker))
 	if sawMarker {
 		t.Error("the app's bytes crossed B's veth in plaintext")

@@ -1,6 +1,8 @@
 package dataplane
 
 import (
+	"github.com/ambit-mesh/ambit/redirect/nstest"
+
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -11,7 +13,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -69,56 +70,12 @@ type labPod struct {
 	ip     netip.Addr
 }
 
-// newNetns creates a netns bind-mounted at path on a locked thread that
-// returns to its namespace (or is never unlocked, so the runtime drops it).
-func newNetns(t testing.TB, path string) *os.File {
-	t.Helper()
-	if err := os.WriteFile(path, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		merr := unix.Mount("/proc/thread-self/ns/net", path, "", unix.MS_BIND, "")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("thread lost: %w", err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- merr
-	}()
-	if err := <-errc; err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		f.Close()
-		unix.Unmount(path, unix.MNT_DETACH)
-	})
-	return f
-}
-
 // pod creates a pod netns wired to the bridge as host n (IPv4 only).
 func (l *lab) pod(name string, n int) *labPod {
 	t := l.t
 	t.Helper()
-	path := filepath.Join(l.dir, name)
-	p := &labPod{t: t, name: name, ns: newNetns(t, path), path: path,
+	ns, path := nstest.NewNetns(t, l.dir, name)
+	p := &labPod{t: t, name: name, ns: ns, path: path,
 		hostIf: fmt.Sprintf("dpv%d_%d", l.k, n),
 		ip:     netip.MustParseAddr(fmt.Sprintf("198.19.%d.%d", l.k, n))}
 	if old, err := netlink.LinkByName(p.hostIf); err == nil {
@@ -260,69 +217,6 @@ func testManager(t testing.TB) *redirect.Manager {
 	return m
 }
 
-// sniffer records every frame on a host interface (AF_PACKET): what a
-// packet capture on the pod's veth sees.
-type sniffer struct {
-	fd   int
-	mu   sync.Mutex
-	pkts [][]byte
-	done chan struct{}
-	stop chan struct{}
-}
-
-func sniff(t *testing.T, ifname string) *sniffer {
-	t.Helper()
-	ifi, err := net.InterfaceByName(ifname)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := htons(unix.ETH_P_ALL)
-	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(all))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: all, Ifindex: ifi.Index}); err != nil {
-		unix.Close(fd)
-		t.Fatal(err)
-	}
-	tv := unix.NsecToTimeval(int64(50 * time.Millisecond))
-	unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
-	s := &sniffer{fd: fd, done: make(chan struct{}), stop: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-s.stop:
-				return
-			default:
-			}
-			n, _, err := unix.Recvfrom(fd, buf, 0)
-			if err != nil || n <= 0 {
-				continue
-			}
-			s.mu.Lock()
-			s.pkts = append(s.pkts, bytes.Clone(buf[:n]))
-			s.mu.Unlock()
-		}
-	}()
-	t.Cleanup(func() { s.close() })
-	return s
-}
-
-func (s *sniffer) close() [][]byte {
-	select {
-	case <-s.stop:
-	default:
-		close(s.stop)
-		<-s.done
-		unix.Close(s.fd)
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.pkts
-}
-
 // tcpPorts counts IPv4 TCP segments per destination port, and whether any
 // frame carries marker.
 func tcpPorts(frames [][]byte, marker []byte) (perPort map[uint16]int, sawMarker bool) {
@@ -341,5 +235,3 @@ func tcpPorts(frames [][]byte, marker []byte) (perPort map[uint16]int, sawMarker
 	}
 	return perPort, sawMarker
 }
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }

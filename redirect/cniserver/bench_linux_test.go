@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ambit-mesh/ambit/redirect/internal/nstest"
+	"github.com/ambit-mesh/ambit/redirect/nstest"
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 )

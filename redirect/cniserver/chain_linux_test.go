@@ -18,7 +18,7 @@ import (
 
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cnimsg"
-	"github.com/ambit-mesh/ambit/redirect/internal/nstest"
+	"github.com/ambit-mesh/ambit/redirect/nstest"
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"

@@ -16,7 +16,7 @@ import (
 
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cnimsg"
-	"github.com/ambit-mesh/ambit/redirect/internal/nstest"
+	"github.com/ambit-mesh/ambit/redirect/nstest"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
 )
