@@ -56,3 +56,15 @@ func selector(s string) labels.Selector {
 // environment variable Parse read it from ("AMBIT_FLAG", "NODE_NAME",
 // "POD_NAMESPACE"). For a default or a hand-built Config it is "--flag".
 func (c Config) Origin(flagName string) string { return c.source(flagName) }
+
+// ExcludeNamespaces returns CNIExcludeNamespaces as a list (empty entries and
+// surrounding spaces dropped).
+func (c Config) ExcludeNamespaces() []string {
+	var out []string
+	for _, ns := range strings.Split(c.CNIExcludeNamespaces, ",") {
+		if ns = strings.TrimSpace(ns); ns != "" {
+			out = append(out, ns)
+		}
+	}
+	return out
+}

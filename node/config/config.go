@@ -38,6 +38,9 @@ const (
 	DefaultMetricsAddr       = ":15020"
 	DefaultReadyAddr         = ":15021"
 	DefaultAdminAddr         = "127.0.0.1:15000"
+	DefaultNetnsDir          = "/var/run/netns"
+	DefaultCNIBinDir         = "/host/cni/bin"
+	DefaultCNIConfDir        = "/host/cni/net.d"
 )
 
 // Config is the node daemon's configuration. Every field has a flag (named
@@ -70,6 +73,26 @@ type Config struct {
 	// BPFPinDir is the bpffs directory where capture programs and maps are
 	// pinned. --bpf-pin-dir, optional, default /sys/fs/bpf/ambit.
 	BPFPinDir string
+	// CgroupRoot is the cgroup v2 mount the outbound capture attaches to.
+	// --cgroup-root, optional, default empty: the first cgroup2 mount in
+	// /proc/self/mounts (the chart mounts the node's over the container's).
+	CgroupRoot string
+	// NetnsDir is the directory where the container runtime keeps pod
+	// network namespaces (bind mounts); the daemon looks there for a running
+	// pod enrolled without a CNI ADD (namespace labelled later, or pods that
+	// predate the install). --netns-dir, optional, default /var/run/netns.
+	NetnsDir string
+	// CNIBinDir and CNIConfDir are the node's CNI directories as mounted in
+	// the daemon's container; the daemon keeps ambit-cni installed there
+	// (a rolling upgrade's old pod uninstalls it on its way out). Empty
+	// disables that. --cni-bin-dir, --cni-conf-dir, optional, defaults
+	// /host/cni/bin and /host/cni/net.d.
+	CNIBinDir, CNIConfDir string
+	// CNIExcludeNamespaces are the namespaces whose pods ambit-cni passes
+	// through without asking the daemon (comma-separated), written into the
+	// conflist entry the daemon keeps installed. --cni-exclude-namespaces,
+	// optional.
+	CNIExcludeNamespaces string
 	// RootNamespace is the namespace whose policies apply mesh-wide.
 	// --root-namespace, required; falls back to POD_NAMESPACE when empty.
 	RootNamespace string
@@ -126,6 +149,9 @@ func Default() Config {
 		MetricsAddr:           DefaultMetricsAddr,
 		ReadyAddr:             DefaultReadyAddr,
 		AdminAddr:             DefaultAdminAddr,
+		NetnsDir:              DefaultNetnsDir,
+		CNIBinDir:             DefaultCNIBinDir,
+		CNIConfDir:            DefaultCNIConfDir,
 	}
 }
 
@@ -191,6 +217,11 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.NodeName, "node-name", c.NodeName, "this node's name (required; empty: $NODE_NAME)")
 	fs.StringVar(&c.CNISocket, "cni-socket", c.CNISocket, "unix socket the CNI plugin talks to")
 	fs.StringVar(&c.BPFPinDir, "bpf-pin-dir", c.BPFPinDir, "bpffs directory for pinned programs and maps")
+	fs.StringVar(&c.CgroupRoot, "cgroup-root", c.CgroupRoot, "cgroup v2 mount the outbound capture attaches to (empty: first cgroup2 mount)")
+	fs.StringVar(&c.NetnsDir, "netns-dir", c.NetnsDir, "directory of the runtime's pod network namespaces")
+	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", c.CNIBinDir, "node CNI bin directory as mounted here (empty: do not keep ambit-cni installed)")
+	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", c.CNIConfDir, "node CNI conf directory as mounted here")
+	fs.StringVar(&c.CNIExcludeNamespaces, "cni-exclude-namespaces", c.CNIExcludeNamespaces, "namespaces ambit-cni passes through without the daemon (comma-separated)")
 	fs.StringVar(&c.RootNamespace, "root-namespace", c.RootNamespace, "namespace of mesh-wide policies (required; empty: $POD_NAMESPACE)")
 	fs.StringVar(&c.MeshNamespaceSelector, "mesh-namespace-selector", c.MeshNamespaceSelector, "label selector of enrolled namespaces")
 	fs.StringVar(&c.MeshPodOptOut, "mesh-pod-opt-out", c.MeshPodOptOut, "label selector of pods opted out")

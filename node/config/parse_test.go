@@ -47,6 +47,7 @@ func TestChartArgs(t *testing.T) {
 		MeshNamespaceSelector: "ambit.dev/mesh=enabled", MeshPodOptOut: "ambit.dev/mesh=disabled",
 		LogLevel: "debug", MetricsAddr: ":15020", ReadyAddr: ":15021", AdminAddr: "127.0.0.1:15000",
 		FIPS: true, PodName: "ambit-x7k2p", PodNamespace: "ambit-system",
+		NetnsDir: DefaultNetnsDir, CNIBinDir: DefaultCNIBinDir, CNIConfDir: DefaultCNIConfDir,
 	}
 	c.origin = nil
 	if !reflect.DeepEqual(c, want) {

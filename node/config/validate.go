@@ -31,6 +31,11 @@ func (c Config) Validate() error {
 		func() error { return c.checkName("node-name", c.NodeName, validation.IsDNS1123Subdomain) },
 		c.checkSocket,
 		func() error { return c.checkAbs("bpf-pin-dir", c.BPFPinDir) },
+		func() error { return c.checkAbsOrEmpty("cgroup-root", c.CgroupRoot) },
+		func() error { return c.checkAbs("netns-dir", c.NetnsDir) },
+		func() error { return c.checkAbsOrEmpty("cni-bin-dir", c.CNIBinDir) },
+		func() error { return c.checkAbsOrEmpty("cni-conf-dir", c.CNIConfDir) },
+		c.checkExcludeNamespaces,
 		func() error { return c.checkName("root-namespace", c.RootNamespace, validation.IsDNS1123Label) },
 		func() error { return c.checkSelector("mesh-namespace-selector", c.MeshNamespaceSelector) },
 		func() error { return c.checkSelector("mesh-pod-opt-out", c.MeshPodOptOut) },
@@ -142,6 +147,24 @@ func (c Config) checkAbs(flagName, v string) error {
 	}
 	if strings.ContainsRune(v, 0) {
 		return c.bad(flagName, v, "contains a NUL byte", nil)
+	}
+	return nil
+}
+
+func (c Config) checkAbsOrEmpty(flagName, v string) error {
+	if v == "" {
+		return nil
+	}
+	return c.checkAbs(flagName, v)
+}
+
+// checkExcludeNamespaces: every entry of the comma-separated list is a
+// namespace name.
+func (c Config) checkExcludeNamespaces() error {
+	for _, ns := range c.ExcludeNamespaces() {
+		if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
+			return c.bad("cni-exclude-namespaces", c.CNIExcludeNamespaces, fmt.Sprintf("%q is not a namespace name: %s", ns, errs[0]), nil)
+		}
 	}
 	return nil
 }

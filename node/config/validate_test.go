@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -281,5 +282,40 @@ func TestUsageErrorFormat(t *testing.T) {
 	e3 := &UsageError{Source: "--y", Reason: "r", Err: inner}
 	if !errors.Is(e3, inner) || !errors.Is(e3, ErrUsage) {
 		t.Error("UsageError does not unwrap to both ErrUsage and its cause")
+	}
+}
+
+func TestNodePaths(t *testing.T) {
+	fx := newFixture(t)
+	for _, tc := range []struct {
+		args []string
+		want string // "" = valid
+	}{
+		{[]string{"--cgroup-root="}, ""},
+		{[]string{"--cgroup-root=/sys/fs/cgroup/unified"}, ""},
+		{[]string{"--cgroup-root=sys/fs/cgroup"}, `--cgroup-root "sys/fs/cgroup": must be an absolute path`},
+		{[]string{"--netns-dir="}, `--netns-dir "": must be an absolute path`},
+		{[]string{"--cni-bin-dir=", "--cni-conf-dir="}, ""},
+		{[]string{"--cni-conf-dir=net.d"}, `--cni-conf-dir "net.d": must be an absolute path`},
+		{[]string{"--cni-exclude-namespaces=kube-system, ambit-system"}, ""},
+		{[]string{"--cni-exclude-namespaces=kube_system"}, `--cni-exclude-namespaces "kube_system": "kube_system" is not a namespace name`},
+	} {
+		_, err := Parse(fx.args(tc.args...), env(nil))
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%v: %v", tc.args, err)
+			}
+			continue
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || !errors.Is(err, ErrUsage) {
+			t.Errorf("%v: got %v, want prefix %q", tc.args, err, tc.want)
+		}
+	}
+	c, err := Parse(fx.args("--cni-exclude-namespaces= kube-system,,ambit-system "), env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.ExcludeNamespaces(); !reflect.DeepEqual(got, []string{"kube-system", "ambit-system"}) {
+		t.Errorf("ExcludeNamespaces = %q", got)
 	}
 }
