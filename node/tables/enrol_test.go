@@ -22,17 +22,18 @@ func TestEnrolment(t *testing.T) {
 		ns       map[string]string
 		pod      *corev1.Pod
 		enrolled bool
+		eligible bool
 	}{
-		{"labelled namespace", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}), true},
-		{"unlabelled namespace", nil, pod("a", "p", localNode, []string{"10.0.0.1"}), false},
-		{"other label value", map[string]string{"ambit.dev/mesh": "disabled"}, pod("a", "p", localNode, []string{"10.0.0.1"}), false},
-		{"pod opts out", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"ambit.dev/mesh": "disabled"})), false},
-		{"hostNetwork", meshOn, pod("a", "p", localNode, []string{"192.168.1.10"}, hostNet), false},
-		{"ambit itself", meshOn, pod("a", "ambit-x", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"app": "ambit"})), false},
-		{"ambit's label in another namespace", meshOn, pod("b", "p", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"app": "ambit"})), true},
-		{"no IP yet", meshOn, pod("a", "p", localNode, nil), false},
-		{"finished", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), false},
-		{"terminating", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }), false},
+		{"labelled namespace", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}), true, true},
+		{"unlabelled namespace", nil, pod("a", "p", localNode, []string{"10.0.0.1"}), false, true},
+		{"other label value", map[string]string{"ambit.dev/mesh": "disabled"}, pod("a", "p", localNode, []string{"10.0.0.1"}), false, true},
+		{"pod opts out", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"ambit.dev/mesh": "disabled"})), false, false},
+		{"hostNetwork", meshOn, pod("a", "p", localNode, []string{"192.168.1.10"}, hostNet), false, false},
+		{"ambit itself", meshOn, pod("a", "ambit-x", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"app": "ambit"})), false, false},
+		{"ambit's label in another namespace", meshOn, pod("b", "p", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"app": "ambit"})), true, true},
+		{"no IP yet", meshOn, pod("a", "p", localNode, nil), false, true},
+		{"finished", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), false, true},
+		{"terminating", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }), false, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -44,8 +45,8 @@ func TestEnrolment(t *testing.T) {
 			tb.OnAdd(ns(c.pod.Namespace, c.ns), true)
 			tb.OnAdd(c.pod, true)
 			w, ok := tb.Pod(c.pod.Namespace, c.pod.Name)
-			if !ok || w.Enrolled != c.enrolled {
-				t.Fatalf("Pod() = %+v, %v; want enrolled %v", w, ok, c.enrolled)
+			if !ok || w.Enrolled != c.enrolled || w.Eligible != c.eligible {
+				t.Fatalf("Pod() = %+v, %v; want enrolled %v, eligible %v", w, ok, c.enrolled, c.eligible)
 			}
 			var want []string
 			if c.enrolled {

@@ -43,6 +43,11 @@ type Workload struct {
 	// not opt out, it is not hostNetwork and not ambit itself, and it is
 	// running with an address).
 	Enrolled bool
+	// Eligible: the pod would be enrolled if its namespace were selected
+	// (not opted out, not hostNetwork, not ambit itself), whether or not it
+	// runs yet. The CNI ADD decision uses it: at that moment the pod has no
+	// address in the API yet.
+	Eligible bool
 }
 
 func (t *Tables) snapshot(w *workload) Workload {
@@ -50,7 +55,7 @@ func (t *Tables) snapshot(w *workload) Workload {
 		Namespace: w.ns.Value(), Name: w.name, UID: w.uid,
 		ServiceAccount: w.sa.Value(), Node: w.node.Value(),
 		IPs: append([]netip.Addr(nil), w.ips...), Labels: w.labels,
-		HostNetwork: w.hostNetwork, Enrolled: t.isEnrolled(w),
+		HostNetwork: w.hostNetwork, Enrolled: t.isEnrolled(w), Eligible: w.eligible,
 	}
 }
 
