@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"github.com/ambit-mesh/ambit/bpf"
-	"net"
 	"os"
 	"path/filepath"
 
@@ -65,7 +64,7 @@ func (m *Manager) Check(_ context.Context, pod PodNetns, desired Config) error {
 		f      tcFilter
 	}{{h, pod.Interface, tcPodEgress}}
 	if pod.HostInterface != "" {
-		hh, err := nlHandle(nil)
+		hh, err := nlHandle(m.opts.HostNetns)
 		if err != nil {
 			return err
 		}
@@ -95,7 +94,11 @@ func (m *Manager) Check(_ context.Context, pod PodNetns, desired Config) error {
 
 // HostPeer returns the name of the host-side peer (in the caller's
 // namespace) of the veth ifname inside ns.
-func HostPeer(ns *os.File, ifname string) (string, error) {
+func HostPeer(ns *os.File, ifname string) (string, error) { return HostPeerIn(nil, ns, ifname) }
+
+// HostPeerIn is HostPeer for a host-side namespace given as a handle (nil:
+// the caller's own), for a daemon that does not run on the host network.
+func HostPeerIn(host, ns *os.File, ifname string) (string, error) {
 	h, err := netlink.NewHandleAt(netns.NsHandle(ns.Fd()))
 	if err != nil {
 		return "", fmt.Errorf("redirect: netlink handle: %w", err)
@@ -108,13 +111,17 @@ func HostPeer(ns *os.File, ifname string) (string, error) {
 	if _, ok := l.(*netlink.Veth); !ok || l.Attrs().ParentIndex == 0 {
 		return "", fmt.Errorf("redirect: %s is a %s, not a veth", ifname, l.Type())
 	}
-	peer, err := net.InterfaceByIndex(l.Attrs().ParentIndex)
+	hh, err := nlHandle(host)
+	if err != nil {
+		return "", err
+	}
+	defer hh.Close()
+	hl, err := hh.LinkByIndex(l.Attrs().ParentIndex)
 	if err != nil {
 		return "", fmt.Errorf("redirect: host peer of %s: %w", ifname, err)
 	}
-	hl, err := netlink.LinkByIndex(peer.Index)
-	if err != nil || hl.Attrs().ParentIndex != l.Attrs().Index {
-		return "", fmt.Errorf("redirect: host interface %s is not the peer of %s", peer.Name, ifname)
+	if hl.Attrs().ParentIndex != l.Attrs().Index {
+		return "", fmt.Errorf("redirect: host interface %s is not the peer of %s", hl.Attrs().Name, ifname)
 	}
-	return peer.Name, nil
+	return hl.Attrs().Name, nil
 }

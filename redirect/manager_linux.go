@@ -35,6 +35,13 @@ type Options struct {
 	// MaxPods bounds the pods this node can enrol (slots in the node-wide
 	// listeners sockmap). Optional, default 4096. Fixed once pinned.
 	MaxPods uint32
+	// HostNetns is the node's network namespace, where the host-side peers
+	// of pod interfaces live (the host-side tc filters are attached there).
+	// Optional: nil means the caller's own namespace, right for a daemon on
+	// the host network. The chart runs the daemon in its own network
+	// namespace and hands it the node's as a mounted namespace file. Not
+	// closed by the Manager.
+	HostNetns *os.File
 	// Logger. Optional, default slog.Default().
 	Logger *slog.Logger
 }

@@ -184,7 +184,7 @@ func (m *Manager) ensurePodPrograms(ns *os.File, prev, st *podState) error {
 		return err
 	}
 	defer podH.Close()
-	hostH, err := nlHandle(nil)
+	hostH, err := nlHandle(m.opts.HostNetns)
 	if err != nil {
 		return err
 	}
@@ -519,7 +519,7 @@ func (m *Manager) removeFilters(st *podState, r *podRuntime) error {
 		}
 	}
 	if st.Pod.HostInterface != "" {
-		if h, err := nlHandle(nil); err == nil {
+		if h, err := nlHandle(m.opts.HostNetns); err == nil {
 			errs = append(errs, removeFilter(h, st.Pod.HostInterface, tcHostEgress))
 			h.Close()
 		} else {

@@ -106,7 +106,7 @@ func (m *Manager) renderPod(b *strings.Builder, id string, st *podState) {
 				fmt.Fprintf(b, "  tc pod_ingress %s\n", filterStatus(h, st.Pod.Interface, tcPodIngress))
 			}
 			h.Close()
-			if hh, err := nlHandle(nil); err == nil {
+			if hh, err := nlHandle(m.opts.HostNetns); err == nil {
 				if bf, _ := findFilter(hh, st.Pod.HostInterface, tcHostEgress); bf != nil || st.Pod.HostInterface != "" {
 					fmt.Fprintf(b, "  tc host_egress %s\n", filterStatus(hh, st.Pod.HostInterface, tcHostEgress))
 				}
