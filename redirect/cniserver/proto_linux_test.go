@@ -150,3 +150,41 @@ func TestRejectsOtherUID(t *testing.T) {
 		t.Errorf("calls %d stats %+v", f.calls.Load(), srv.Stats())
 	}
 }
+
+// TestSuccessorKeepsSocket: a second server on the same path (the new daemon
+// of a rolling upgrade) takes the path over, and closing the first one
+// leaves the successor's socket in place and answering.
+func TestSuccessorKeepsSocket(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root: SO_PEERCRED must match uid 0")
+	}
+	first, _, sock := startFake(t, 0)
+	f := &fakeCapture{}
+	second, err := New(Options{SocketPath: sock, Capture: f, EnrolAll: false, Timeout: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { second.Serve(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("the predecessor's Close removed the socket path: %v", err)
+	}
+	ns, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	b, err := cnimsg.Encode(cnimsg.TypeRequest, addReq("/proc/self/ns/net"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := send(t, sock, b, ns); !r.OK || r.Enrolled {
+		t.Fatalf("successor answered %+v, want OK and not enrolled", r)
+	}
+}

@@ -103,6 +103,11 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cniserver: %w", err)
 	}
+	// Never unlink the path on Close: during a rolling upgrade the new
+	// daemon binds the same path while the old one still runs, and the old
+	// one's Close would otherwise delete the new one's socket, failing every
+	// later CNI ADD on the node.
+	ln.SetUnlinkOnClose(false)
 	if err := os.Chmod(opts.SocketPath, 0o600); err != nil {
 		ln.Close()
 		return nil, fmt.Errorf("cniserver: %w", err)
