@@ -46,3 +46,21 @@ func (m *Metrics) TunnelHooks(reporter string) tunnel.Hooks {
 		},
 	}
 }
+
+// NodeHooks returns one tunnel.Hooks for a node's data path, which reports
+// both directions through the same hooks (node/dataplane): inbound
+// connections are counted and logged as the destination's reporter,
+// outbound ones as the source's.
+func (m *Metrics) NodeHooks() tunnel.Hooks {
+	src, dst := m.TunnelHooks(ReporterSource), m.TunnelHooks(ReporterDestination)
+	pick := func(ci *tunnel.ConnInfo) tunnel.Hooks {
+		if ci.Direction == tunnel.Inbound {
+			return dst
+		}
+		return src
+	}
+	return tunnel.Hooks{
+		OnStart: func(ci *tunnel.ConnInfo) { pick(ci).OnStart(ci) },
+		OnEnd:   func(ci *tunnel.ConnInfo) { pick(ci).OnEnd(ci) },
+	}
+}

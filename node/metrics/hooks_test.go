@@ -149,3 +149,24 @@ func TestAddressesNeverLabels(t *testing.T) {
 		t.Fatalf("closed{unknown} = %v (found %v), want 1", got, found)
 	}
 }
+
+// TestNodeHooksReporterByDirection: the data path's single Hooks value
+// reports inbound connections as the destination and outbound ones as the
+// source.
+func TestNodeHooksReporterByDirection(t *testing.T) {
+	m := newMetrics(t, Config{})
+	h := m.NodeHooks()
+	in, out := conn(tunnel.OutcomeOK), conn(tunnel.OutcomeOK)
+	out.Direction = tunnel.Outbound
+	h.OnStart(in)
+	h.OnEnd(in)
+	h.OnStart(out)
+	h.OnStart(out)
+	r := m.Registry()
+	for reporter, want := range map[string]float64{"destination": 1, "source": 2} {
+		got, _ := value(t, r, "ambit_tcp_connections_opened_total", map[string]string{"reporter": reporter})
+		if got != want {
+			t.Errorf("opened{reporter=%s} = %v, want %v", reporter, got, want)
+		}
+	}
+}
