@@ -26,6 +26,71 @@ type InstallOptions struct {
 	Binary string
 	// SocketPath is written into the plugin entry. Optional: DefaultSocket.
 	SocketPath string
+	// ExcludeNamespaces are written into the plugin entry (sorted, without
+	// duplicates): pods there start without the daemon. Each must be a
+	// namespace name (DNS label). Optional.
+	ExcludeNamespaces []string
+}
+
+// ErrBadNamespace: an ExcludeNamespaces element is not a namespace name.
+var ErrBadNamespace = errors.New("cniplugin: not a namespace name")
+
+// ParseNamespaceList splits a comma-separated list of namespace names (the
+// --exclude-namespaces flag), ignoring blanks around names and empty
+// elements, and checks each name.
+func ParseNamespaceList(s string) ([]string, error) {
+	var out []string
+	for _, n := range strings.Split(s, ",") {
+		if n = strings.TrimSpace(n); n == "" {
+			continue
+		}
+		if err := checkNamespace(n); err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// checkNamespace: a DNS label (RFC 1123), as Kubernetes requires of
+// namespace names.
+func checkNamespace(n string) error {
+	ok := len(n) >= 1 && len(n) <= 63 && n[0] != '-' && n[len(n)-1] != '-'
+	for i := 0; ok && i < len(n); i++ {
+		c := n[i]
+		ok = c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("%w: %q (lower-case letters, digits and '-', at most 63)", ErrBadNamespace, n)
+	}
+	return nil
+}
+
+// normalize fills defaults and checks o; the binary is left to the caller.
+func (o *InstallOptions) normalize() error {
+	if o.BinDir == "" || o.ConfDir == "" {
+		return errors.New("cniplugin: BinDir and ConfDir are required")
+	}
+	if o.SocketPath == "" {
+		o.SocketPath = DefaultSocket
+	}
+	for _, n := range o.ExcludeNamespaces {
+		if err := checkNamespace(n); err != nil {
+			return err
+		}
+	}
+	o.ExcludeNamespaces = slices.Compact(slices.Sorted(slices.Values(o.ExcludeNamespaces)))
+	return nil
+}
+
+// entry is ambit's element of the plugins array, compact, keys sorted.
+func (o *InstallOptions) entry() []byte {
+	m := map[string]any{"type": PluginType, "socketPath": o.SocketPath}
+	if len(o.ExcludeNamespaces) > 0 {
+		m["excludeNamespaces"] = o.ExcludeNamespaces
+	}
+	b, _ := json.Marshal(m)
+	return b
 }
 
 // ErrNoConflist: no active network configuration list to chain into.
@@ -36,8 +101,8 @@ var ErrNoConflist = errors.New("cniplugin: no active .conflist in the CNI config
 // pick it). Both writes are atomic (temporary file + rename); the rest of
 // the conflist is kept byte for byte. Running it again changes nothing.
 func Install(o InstallOptions) error {
-	if o.BinDir == "" || o.ConfDir == "" {
-		return errors.New("cniplugin: BinDir and ConfDir are required")
+	if err := o.normalize(); err != nil {
+		return err
 	}
 	if o.Binary == "" {
 		exe, err := os.Executable()
@@ -46,52 +111,59 @@ func Install(o InstallOptions) error {
 		}
 		o.Binary = exe
 	}
-	if o.SocketPath == "" {
-		o.SocketPath = DefaultSocket
-	}
 	if err := copyAtomic(o.Binary, filepath.Join(o.BinDir, PluginType), 0o755); err != nil {
 		return err
 	}
-	path, err := ActiveConflist(o.ConfDir)
-	if err != nil {
-		return err
-	}
-	orig, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	entry, _ := json.Marshal(map[string]string{"type": PluginType, "socketPath": o.SocketPath})
-	out, err := insertPlugin(orig, entry)
-	if err != nil {
-		return fmt.Errorf("cniplugin: %s: %w", path, err)
-	}
-	if bytes.Equal(out, orig) {
-		return nil
-	}
-	return writeAtomic(path, out, 0)
+	_, _, err := chainEntry(o.ConfDir, o.entry())
+	return err
 }
 
-// Uninstall removes ambit's entry from the active conflist (leaving the
-// rest as it was) and the binary.
+// chainEntry puts entry into the active conflist unless it is there
+// already, and says which file and whether it wrote. A conflist rewritten
+// by someone else while this ran is read again (a few times) rather than
+// overwritten.
+func chainEntry(confDir string, entry []byte) (path string, wrote bool, err error) {
+	for range 3 {
+		path, err = ActiveConflist(confDir)
+		if err != nil {
+			return "", false, err
+		}
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			return path, false, fmt.Errorf("cniplugin: %w", err)
+		}
+		out, err := insertPlugin(orig, entry)
+		if err != nil {
+			return path, false, fmt.Errorf("cniplugin: %s: %w", path, err)
+		}
+		if bytes.Equal(out, orig) {
+			return path, false, nil
+		}
+		err = replaceIfUnchanged(path, orig, out)
+		if !errors.Is(err, errChanged) {
+			return path, err == nil, err
+		}
+	}
+	return path, false, fmt.Errorf("cniplugin: %s: %w", path, errChanged)
+}
+
+// Uninstall removes ambit's entry from every conflist of ConfDir (the
+// active one and any that was active when an earlier install ran, so none
+// is left to fail ADDs should it become active again), leaving the rest as
+// it was, and the binary.
 func Uninstall(o InstallOptions) error {
 	if o.BinDir == "" || o.ConfDir == "" {
 		return errors.New("cniplugin: BinDir and ConfDir are required")
 	}
 	var errs []error
-	if path, err := ActiveConflist(o.ConfDir); err == nil {
-		orig, err := os.ReadFile(path)
-		if err != nil {
-			return err
-		}
-		out, err := removePlugin(orig)
-		if err != nil {
-			return fmt.Errorf("cniplugin: %s: %w", path, err)
-		}
-		if !bytes.Equal(out, orig) {
-			errs = append(errs, writeAtomic(path, out, 0))
-		}
-	} else if !errors.Is(err, ErrNoConflist) {
+	names, err := configFiles(o.ConfDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, ".conflist") {
+			errs = append(errs, unchain(filepath.Join(o.ConfDir, n)))
+		}
 	}
 	if err := os.Remove(filepath.Join(o.BinDir, PluginType)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
@@ -99,12 +171,48 @@ func Uninstall(o InstallOptions) error {
 	return errors.Join(errs...)
 }
 
+// unchain removes ambit's entry from one conflist. A file that is not a
+// conflist ambit understands is left alone.
+func unchain(path string) error {
+	for range 3 {
+		orig, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("cniplugin: %w", err)
+		}
+		out, err := removePlugin(orig)
+		if err != nil || bytes.Equal(out, orig) {
+			return nil
+		}
+		if err := replaceIfUnchanged(path, orig, out); !errors.Is(err, errChanged) {
+			return err
+		}
+	}
+	return fmt.Errorf("cniplugin: %s: %w", path, errChanged)
+}
+
 // ActiveConflist returns the conflist a runtime would use: the first
 // .conflist, .conf or .json by name. A single-plugin .conf cannot be chained.
 func ActiveConflist(dir string) (string, error) {
+	names, err := configFiles(dir)
+	if err != nil {
+		return "", err
+	}
+	if len(names) == 0 {
+		return "", fmt.Errorf("%w: %s", ErrNoConflist, dir)
+	}
+	if !strings.HasSuffix(names[0], ".conflist") {
+		return "", fmt.Errorf("%w: the active file %s is a single-plugin config", ErrNoConflist, names[0])
+	}
+	return filepath.Join(dir, names[0]), nil
+}
+
+// configFiles lists the CNI configuration files of dir, sorted by name.
+func configFiles(dir string) ([]string, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return "", fmt.Errorf("cniplugin: %w", err)
+		return nil, fmt.Errorf("cniplugin: %w", err)
 	}
 	var names []string
 	for _, e := range ents {
@@ -115,13 +223,7 @@ func ActiveConflist(dir string) (string, error) {
 		}
 	}
 	slices.Sort(names)
-	if len(names) == 0 {
-		return "", fmt.Errorf("%w: %s", ErrNoConflist, dir)
-	}
-	if !strings.HasSuffix(names[0], ".conflist") {
-		return "", fmt.Errorf("%w: the active file %s is a single-plugin config", ErrNoConflist, names[0])
-	}
-	return filepath.Join(dir, names[0]), nil
+	return names, nil
 }
 
 // element is one entry of the plugins array, as byte offsets.
@@ -234,9 +336,35 @@ func compactJSON(b []byte) []byte {
 	return out.Bytes()
 }
 
+// errChanged: the file changed between reading and replacing it.
+var errChanged = errors.New("changed by another writer while being edited")
+
+// replaceIfUnchanged replaces path (holding orig when read) with data,
+// unless path no longer holds orig just before the rename: another
+// installer's rewrite is then not lost. The window left (between the check
+// and the rename) is a few system calls.
+func replaceIfUnchanged(path string, orig, data []byte) error {
+	return writeAtomicIf(path, data, 0, func() error {
+		now, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("cniplugin: %w", err)
+		}
+		if !bytes.Equal(now, orig) {
+			return errChanged
+		}
+		return nil
+	})
+}
+
 // writeAtomic replaces path with data; mode 0 keeps the file's mode
 // (0644 for a new file).
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	return writeAtomicIf(path, data, mode, nil)
+}
+
+// writeAtomicIf is writeAtomic with a last check (when not nil) run just
+// before the rename; its error cancels the write.
+func writeAtomicIf(path string, data []byte, mode os.FileMode, check func() error) error {
 	if mode == 0 {
 		mode = 0o644
 		if st, err := os.Stat(path); err == nil {
@@ -262,6 +390,11 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	if err := tmp.Close(); err != nil {
 		return err
+	}
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("cniplugin: %w", err)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -122,5 +124,148 @@ func TestInsertRemoveShapes(t *testing.T) {
 		if _, err := insertPlugin([]byte(bad), entry); err == nil {
 			t.Errorf("accepted %s", bad)
 		}
+	}
+}
+
+// ambitEntries decodes the conflist at path and returns its ambit-cni
+// entries.
+func ambitEntries(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Plugins []map[string]any `json:"plugins"`
+	}
+	if err := json.Unmarshal(b, &list); err != nil {
+		t.Fatalf("%s is not a conflist: %v\n%s", path, err, b)
+	}
+	var out []map[string]any
+	for _, p := range list.Plugins {
+		if p["type"] == PluginType {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}
+
+func TestInstallExcludeNamespacesIdempotent(t *testing.T) {
+	binDir, confDir, bin := setupDirs(t)
+	conf := filepath.Join(confDir, "10-containerd-net.conflist")
+	o := InstallOptions{BinDir: binDir, ConfDir: confDir, Binary: bin,
+		ExcludeNamespaces: []string{"kube-system", "ambit-system", "kube-system"}}
+	if err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	es := ambitEntries(t, conf)
+	if len(es) != 1 || mustJSON(t, es[0]["excludeNamespaces"]) != `["ambit-system","kube-system"]` {
+		t.Fatalf("entries %v, want one excluding [ambit-system kube-system]", es)
+	}
+	first, _ := os.ReadFile(conf)
+	ino := inode(t, conf)
+	// The same flags, in another order: nothing is written.
+	o.ExcludeNamespaces = []string{"ambit-system", "kube-system"}
+	if err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := os.ReadFile(conf); !bytes.Equal(again, first) || inode(t, conf) != ino {
+		t.Fatalf("second install rewrote the conflist:\n%s", again)
+	}
+	// Other values: the entry is updated in place, the rest kept.
+	o.ExcludeNamespaces = []string{"ambit", "dns"}
+	if err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	es = ambitEntries(t, conf)
+	if len(es) != 1 || mustJSON(t, es[0]["excludeNamespaces"]) != `["ambit","dns"]` || es[0]["socketPath"] != DefaultSocket {
+		t.Fatalf("entries after update %v", es)
+	}
+	// None: exactly the entry of an install without exclusions.
+	o.ExcludeNamespaces = nil
+	if err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(conf)
+	want, _ := os.ReadFile("testdata/10-containerd-net.conflist.installed")
+	if !bytes.Equal(got, want) {
+		t.Fatalf("after dropping the exclusions:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestInstallRefusesBadNamespace(t *testing.T) {
+	binDir, confDir, bin := setupDirs(t)
+	conf := filepath.Join(confDir, "10-containerd-net.conflist")
+	orig, _ := os.ReadFile(conf)
+	for _, bad := range []string{"", "Kube-System", "-x", "x-", "a_b", "a.b", strings.Repeat("a", 64)} {
+		err := Install(InstallOptions{BinDir: binDir, ConfDir: confDir, Binary: bin, ExcludeNamespaces: []string{"ok", bad}})
+		if !errors.Is(err, ErrBadNamespace) {
+			t.Errorf("namespace %q: %v, want ErrBadNamespace", bad, err)
+		}
+	}
+	if got, _ := os.ReadFile(conf); !bytes.Equal(got, orig) {
+		t.Errorf("a refused install changed the conflist:\n%s", got)
+	}
+	if _, err := os.Stat(filepath.Join(binDir, PluginType)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a refused install copied the binary: %v", err)
+	}
+}
+
+func TestParseNamespaceList(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                             `null`,
+		"kube-system":                  `["kube-system"]`,
+		" ambit-system , kube-system,": `["ambit-system","kube-system"]`,
+		",,a,,":                        `["a"]`,
+	} {
+		got, err := ParseNamespaceList(in)
+		if err != nil || mustJSON(t, got) != want {
+			t.Errorf("ParseNamespaceList(%q) = %v, %v; want %s", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"a b", "UPPER", "a,b_c", "ns."} {
+		if _, err := ParseNamespaceList(bad); !errors.Is(err, ErrBadNamespace) {
+			t.Errorf("ParseNamespaceList(%q) = %v, want ErrBadNamespace", bad, err)
+		}
+	}
+}
+
+func TestUninstallCleansEveryConflist(t *testing.T) {
+	binDir, confDir, bin := setupDirs(t)
+	o := InstallOptions{BinDir: binDir, ConfDir: confDir, Binary: bin}
+	if err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	// Another plugin's installer puts a conflist before ours: the next
+	// install chains into it, the old file keeps a stale entry.
+	early := filepath.Join(confDir, "05-cilium.conflist")
+	if err := os.WriteFile(early, []byte(`{"cniVersion":"1.0.0","name":"cilium","plugins":[{"type":"cilium-cni"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	if len(ambitEntries(t, early)) != 1 {
+		t.Fatal("install did not chain into the new active conflist")
+	}
+	if err := Uninstall(o); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{early, filepath.Join(confDir, "10-containerd-net.conflist")} {
+		if es := ambitEntries(t, f); len(es) != 0 {
+			t.Errorf("%s keeps %v after uninstall", f, es)
+		}
+	}
+	if other, _ := os.ReadFile(filepath.Join(confDir, "99-other.conflist")); string(other) != `{"plugins":[]}` {
+		t.Errorf("a conflist without ambit changed: %s", other)
 	}
 }

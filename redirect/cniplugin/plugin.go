@@ -4,6 +4,22 @@
 // the daemon to set up capture: if the daemon is unreachable or fails, ADD
 // fails and the runtime retries, so a pod that should be captured never
 // runs uncaptured. The previous result passes through unchanged.
+//
+// Namespaces listed in the entry's excludeNamespaces (ambit's own and, by
+// default, kube-system) are passed through without contacting the daemon:
+// the daemon's own pod and the cluster DNS are set up by the same CNI
+// chain, so after a node reboot, or while the daemon restarts, they could
+// otherwise never start. A pod whose namespace is unknown (no K8S_* args)
+// is treated like any other and needs the daemon.
+//
+// The installer (Install, Uninstall) edits the active conflist in place,
+// keeping the rest of it byte for byte, and replaces files atomically. The
+// node daemon runs a Reconciler (KeepInstalled) that puts the binary and
+// the entry back whenever they go missing: during a rolling upgrade the old
+// daemon pod's preStop uninstalls after its successor installed, and other
+// CNI plugins' installers rewrite the conflist without ambit's entry. A
+// pass reads one directory, one small conflist and stats one binary; the
+// binary is hashed only when its size, mtime or inode changed.
 package cniplugin
 
 import (
@@ -12,6 +28,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,6 +49,16 @@ type NetConf struct {
 	SocketPath string `json:"socketPath,omitempty"`
 	// TimeoutSeconds bounds the wait for the daemon. Optional: 20.
 	TimeoutSeconds int `json:"timeoutSeconds,omitempty"`
+	// ExcludeNamespaces: ADD and CHECK of pods in these namespaces pass the
+	// previous result through without contacting the daemon. Optional.
+	ExcludeNamespaces []string `json:"excludeNamespaces,omitempty"`
+}
+
+// excluded reports whether the pod's namespace (K8S_POD_NAMESPACE in
+// CNI_ARGS) is one the daemon is not asked about. No namespace: false.
+func (c *NetConf) excluded(args *skel.CmdArgs) bool {
+	ns := k8sArgs(args.Args)["K8S_POD_NAMESPACE"]
+	return ns != "" && slices.Contains(c.ExcludeNamespaces, ns)
 }
 
 // Supported lists the spec versions the plugin accepts.
@@ -102,6 +129,9 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if res == nil {
 		return errors.New("ambit-cni: no prevResult: chain ambit-cni after the plugin that assigns the pod's IPs")
 	}
+	if conf.excluded(args) {
+		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
+	}
 	pod := podOf(args, res)
 	if _, err := call(conf, cnimsg.Request{Op: cnimsg.OpAdd, Pod: pod}, args.Netns); err != nil {
 		return err
@@ -113,6 +143,9 @@ func cmdCheck(args *skel.CmdArgs) error {
 	conf, res, err := parseConf(args)
 	if err != nil {
 		return err
+	}
+	if conf.excluded(args) {
+		return nil
 	}
 	if res == nil {
 		return errors.New("ambit-cni: CHECK without prevResult")
