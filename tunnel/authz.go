@@ -22,6 +22,23 @@ type Decision struct {
 	Allow  bool
 	Reason string
 	Policy string
+
+	// Watch, optional on an allowing Decision (ignored on a denying one),
+	// keeps the stream revocable after it was allowed, for an authorizer
+	// whose policies can change while connections live. The Server calls
+	// it once, right after the decision and before the destination is
+	// dialed, with revoke, and calls the returned done (which may be nil)
+	// exactly once when the stream has ended, however it ended.
+	//
+	// revoke(d) ends the stream because authorization was withdrawn: d's
+	// Reason and Policy say why (its Allow and Watch are ignored). It never
+	// blocks and may be called from any goroutine, at any time, any number
+	// of times: the first call counts, calls after the stream ended do
+	// nothing. While the destination is being dialed the stream is refused
+	// with 401 (OutcomeDenied); once established it is reset both ways (the
+	// client sees RST_STREAM CANCEL, the destination a TCP reset) and
+	// reported with OutcomeRevoked and an error wrapping ErrRevoked.
+	Watch func(revoke func(Decision)) (done func())
 }
 
 // Authorizer decides whether a CONNECT may reach its destination. It is

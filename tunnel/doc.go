@@ -12,6 +12,32 @@
 // of bad input. The package imports neither Kubernetes nor the kernel and
 // runs its tests as an ordinary user on loopback.
 //
+// # Revoking allowed streams
+//
+// Authorization is decided once per stream, but policies change while
+// connections live. An Authorizer that can withdraw its answer sets
+// Decision.Watch on an allowing decision:
+//
+//	Watch func(revoke func(Decision)) (done func())
+//
+// The Server calls Watch right after the decision, before dialing the
+// destination, and done once the stream has ended. The authorizer keeps
+// revoke (for instance in a registry of live connections together with the
+// request it decided on) and calls it when a re-check denies the stream;
+// revoke never blocks, the first call counts and calls after the end do
+// nothing. The stream runs under a context that revoke cancels, so the
+// same path that ends streams at shutdown ends it: before the 200 answer
+// the CONNECT is refused with 401 (OutcomeDenied), afterwards Splice resets
+// both sides (RST_STREAM CANCEL to the client, a TCP reset to the
+// destination) and the hooks report OutcomeRevoked with the revoking
+// decision's Policy, Reason "policy changed: <its reason>" and an error
+// wrapping ErrRevoked; Stats.Revoked counts them. The handle belongs to
+// the decision rather than to ServerConfig because the decision is where
+// the authorizer holds what it decided on; a Decision without Watch costs
+// nothing. TestRevokeLiveStream resets a stream while bytes flow both ways
+// and checks the client, the destination, the hooks and that the tunnel
+// keeps serving.
+//
 // # Protocol profile
 //
 // TLS 1.3 only unless Settings.AllowTLS12 (then TLS 1.2 with ECDHE and

@@ -10,6 +10,9 @@ var (
 	// ErrBadRequest: the server rejected the CONNECT request (HTTP 400),
 	// e.g. an authority that is not served there.
 	ErrBadRequest = errors.New("tunnel: bad request")
+	// ErrRevoked: an allowed stream was ended because its authorization was
+	// withdrawn (Decision.Watch), e.g. by a policy change.
+	ErrRevoked = errors.New("tunnel: authorization revoked")
 	// ErrUpstream: the server could not reach the destination (HTTP 503).
 	ErrUpstream = errors.New("tunnel: destination unreachable")
 	// ErrUnexpectedStatus: the server answered with a status HBONE does not

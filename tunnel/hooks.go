@@ -30,6 +30,7 @@ const (
 	OutcomeUpstreamRefused = "UPSTREAM_REFUSED" // destination refused or unreachable (503)
 	OutcomeReset           = "RESET"            // a side reset the connection mid-stream
 	OutcomeShutdown        = "SHUTDOWN"         // closed by Server.Shutdown at its deadline
+	OutcomeRevoked         = "REVOKED"          // established, then closed when its authorization was withdrawn (policy change)
 )
 
 // ConnInfo describes one proxied connection (one CONNECT stream). Hooks
@@ -94,6 +95,7 @@ type Stats struct {
 	Denied           int64 // 401
 	UpstreamFailures int64 // 503
 	Resets           int64 // streams ended by a reset
+	Revoked          int64 // server: streams ended because their authorization was withdrawn (Decision.Watch)
 	KeepaliveDeaths  int64 // connections closed for keepalive timeout
 	WriteTimeouts    int64 // connections closed because the peer stopped reading
 	BytesSent        int64 // payload bytes towards destinations
@@ -103,7 +105,7 @@ type Stats struct {
 type counters struct {
 	tunnelsAccepted, tunnelsDialed, tunnelDialErrors, tlsFailures, identityErrors,
 	protocolErrors, streams, streamsActive, badRequests, denied, upstreamFailures,
-	resets, keepaliveDeaths, writeTimeouts, bytesSent, bytesRecv atomic.Int64
+	resets, revoked, keepaliveDeaths, writeTimeouts, bytesSent, bytesRecv atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -120,6 +122,7 @@ func (c *counters) snapshot() Stats {
 		Denied:           c.denied.Load(),
 		UpstreamFailures: c.upstreamFailures.Load(),
 		Resets:           c.resets.Load(),
+		Revoked:          c.revoked.Load(),
 		KeepaliveDeaths:  c.keepaliveDeaths.Load(),
 		WriteTimeouts:    c.writeTimeouts.Load(),
 		BytesSent:        c.bytesSent.Load(),

@@ -262,9 +262,27 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 		reject(401, OutcomeDenied, reason, fmt.Errorf("%w: %s", ErrDenied, reason))
 		return
 	}
-	dctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
-	up, err := s.cfg.Dial(dctx, dst)
-	cancel()
+	// From here the authorizer may withdraw the decision (Decision.Watch):
+	// the stream runs under sctx, which a revoke cancels.
+	rv := watch(ctx, dec)
+	defer rv.end()
+	sctx := rv.context(ctx)
+	var up net.Conn
+	if rv.revokedBy() == nil { // Watch itself may have revoked
+		dctx, cancel := context.WithTimeout(sctx, s.set.ConnectTimeout)
+		up, err = s.cfg.Dial(dctx, dst)
+		cancel()
+	}
+	if d := rv.revokedBy(); d != nil { // revoked before established: refuse as denied
+		if err == nil && up != nil {
+			_ = up.Close()
+		}
+		s.ctr.denied.Add(1)
+		ci.Policy = d.Policy
+		reason := revokedReason(d)
+		reject(401, OutcomeDenied, reason, fmt.Errorf("%w: %w: %s", ErrDenied, ErrRevoked, reason))
+		return
+	}
 	if err != nil {
 		s.ctr.upstreamFailures.Add(1)
 		reject(503, OutcomeUpstreamRefused, "dial "+dst.String()+": "+err.Error(), fmt.Errorf("%w: %w", ErrUpstream, err))
@@ -280,12 +298,19 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 	s.ctr.streams.Add(1)
 	s.ctr.streamsActive.Add(1)
 	s.cfg.Hooks.start(ci)
-	sent, recv, err := Splice(ctx, st, up, s.set)
+	sent, recv, err := Splice(sctx, st, up, s.set)
 	s.ctr.streamsActive.Add(-1)
 	s.ctr.bytesSent.Add(sent)
 	s.ctr.bytesRecv.Add(recv)
 	ci.BytesSent, ci.BytesRecv, ci.Duration, ci.Err = sent, recv, time.Since(ci.Start), err
-	if err != nil {
+	switch d := rv.revokedBy(); {
+	case err != nil && d != nil:
+		s.ctr.revoked.Add(1)
+		ci.Outcome, ci.Policy, ci.Reason = OutcomeRevoked, d.Policy, revokedReason(d)
+		ci.Err = fmt.Errorf("%w: %s", ErrRevoked, ci.Reason)
+		s.log.Info("hbone: stream closed, authorization revoked", "reason", ci.Reason, "policy", d.Policy,
+			"source", ci.Source.String(), "source_addr", ci.SourceAddr, "destination", ci.DestAddr, "workload", w.ID.String())
+	case err != nil:
 		s.ctr.resets.Add(1)
 		ci.Outcome = OutcomeReset
 		if errors.Is(err, ErrClosed) {
