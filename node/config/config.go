@@ -77,6 +77,12 @@ type Config struct {
 	// --cgroup-root, optional, default empty: the first cgroup2 mount in
 	// /proc/self/mounts (the chart mounts the node's over the container's).
 	CgroupRoot string
+	// HostNetns is a file of the node's network namespace (the chart mounts
+	// the node's /proc/1/ns/net there), where the host-side peers of pod
+	// interfaces live; the daemon runs in its own network namespace.
+	// --host-netns, optional, default empty: the daemon's own namespace
+	// (right when it runs on the host network).
+	HostNetns string
 	// NetnsDir is the directory where the container runtime keeps pod
 	// network namespaces (bind mounts); the daemon looks there for a running
 	// pod enrolled without a CNI ADD (namespace labelled later, or pods that
@@ -218,6 +224,7 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.CNISocket, "cni-socket", c.CNISocket, "unix socket the CNI plugin talks to")
 	fs.StringVar(&c.BPFPinDir, "bpf-pin-dir", c.BPFPinDir, "bpffs directory for pinned programs and maps")
 	fs.StringVar(&c.CgroupRoot, "cgroup-root", c.CgroupRoot, "cgroup v2 mount the outbound capture attaches to (empty: first cgroup2 mount)")
+	fs.StringVar(&c.HostNetns, "host-netns", c.HostNetns, "file of the node's network namespace (empty: the daemon's own)")
 	fs.StringVar(&c.NetnsDir, "netns-dir", c.NetnsDir, "directory of the runtime's pod network namespaces")
 	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", c.CNIBinDir, "node CNI bin directory as mounted here (empty: do not keep ambit-cni installed)")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", c.CNIConfDir, "node CNI conf directory as mounted here")

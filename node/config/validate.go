@@ -32,6 +32,7 @@ func (c Config) Validate() error {
 		c.checkSocket,
 		func() error { return c.checkAbs("bpf-pin-dir", c.BPFPinDir) },
 		func() error { return c.checkAbsOrEmpty("cgroup-root", c.CgroupRoot) },
+		func() error { return c.checkAbsOrEmpty("host-netns", c.HostNetns) },
 		func() error { return c.checkAbs("netns-dir", c.NetnsDir) },
 		func() error { return c.checkAbsOrEmpty("cni-bin-dir", c.CNIBinDir) },
 		func() error { return c.checkAbsOrEmpty("cni-conf-dir", c.CNIConfDir) },

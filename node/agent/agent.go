@@ -1,0 +1,306 @@
+package agent
+
+import (
+	"context"
+	"crypto/fips140"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/ambit-mesh/ambit/identity"
+	"github.com/ambit-mesh/ambit/identity/ca"
+	"github.com/ambit-mesh/ambit/node/admin"
+	"github.com/ambit-mesh/ambit/node/authz"
+	"github.com/ambit-mesh/ambit/node/config"
+	"github.com/ambit-mesh/ambit/node/dataplane"
+	"github.com/ambit-mesh/ambit/node/metrics"
+	"github.com/ambit-mesh/ambit/node/tables"
+	"github.com/ambit-mesh/ambit/node/watch"
+	"github.com/ambit-mesh/ambit/redirect"
+	"github.com/ambit-mesh/ambit/redirect/cniserver"
+)
+
+// ErrFIPS: --fips was given but the Go runtime is not in FIPS 140 mode.
+var ErrFIPS = errors.New("agent: --fips requires the Go runtime in FIPS 140 mode (GODEBUG=fips140=on)")
+
+// Options are the daemon's dependencies; cmd/ambit builds them from the
+// environment, tests build them by hand.
+type Options struct {
+	// Config is the validated configuration (config.Parse). Required.
+	Config config.Config
+	// Kube is the API client. Required.
+	Kube kubernetes.Interface
+	// Policies starts the policy watch that feeds the engine; it returns a
+	// readiness check (nil when synced). Optional: without it no policy is
+	// ever loaded (everything is allowed), which only tests want.
+	Policies func(ctx context.Context, engine *authz.Engine, live *authz.Live) (synced func() error, err error)
+	// Version is reported in ambit_build_info.
+	Version string
+	// Level is the level /logging changes. Optional.
+	Level *slog.LevelVar
+	// Logger is the daemon's log. Optional, default slog.Default().
+	Logger *slog.Logger
+	// AccessLog receives one JSON line per connection. Optional.
+	AccessLog *slog.Logger
+	// DrainTimeout bounds how long live connections may finish when the
+	// daemon stops (a successor has taken over new connections by then).
+	// Optional, default 20 s.
+	DrainTimeout time.Duration
+}
+
+// Run is the node daemon: it returns when ctx ends (after draining) or when
+// a part of it fails to start.
+func Run(ctx context.Context, o Options) error {
+	a, err := newAgent(o)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+type agent struct {
+	o     Options
+	cfg   config.Config
+	log   *slog.Logger
+	td    spiffeid.TrustDomain
+	ready *admin.Readiness
+	dump  *admin.ConfigDump
+}
+
+func newAgent(o Options) (*agent, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Level == nil {
+		o.Level = new(slog.LevelVar)
+	}
+	if o.DrainTimeout == 0 {
+		o.DrainTimeout = 20 * time.Second
+	}
+	if o.Kube == nil {
+		return nil, errors.New("agent: Options.Kube is required")
+	}
+	if err := o.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Config.FIPS && !fips140.Enabled() {
+		return nil, ErrFIPS
+	}
+	return &agent{o: o, cfg: o.Config, log: o.Logger, td: o.Config.SPIFFETrustDomain(),
+		ready: admin.NewReadiness(), dump: admin.NewConfigDump()}, nil
+}
+
+func (a *agent) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cfg := a.cfg
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	goRun := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				a.log.Error("component failed; stopping", "component", name, "err", err)
+				cancel()
+			}
+		}()
+	}
+
+	// Trust and identity.
+	bundles, err := loadBundle(cfg.BundleFile, a.td)
+	if err != nil {
+		return err
+	}
+	goRun("bundle", func(ctx context.Context) error { watchBundle(ctx, cfg.BundleFile, bundles, a.log); return nil })
+	caNS := cfg.PodNamespace
+	if caNS == "" {
+		caNS = cfg.RootNamespace
+	}
+	caID, err := identity.Workload(a.td, caNS, "ambit-ca")
+	if err != nil {
+		return err
+	}
+	client, err := ca.NewClient(ca.ClientConfig{URL: cfg.CAAddress, TokenFile: cfg.CATokenFile, Bundle: bundles, ServerID: caID})
+	if err != nil {
+		return err
+	}
+
+	// The node's view of the cluster.
+	var enr *enroller
+	tbl, err := tables.New(tables.Options{
+		TrustDomain: a.td, LocalNode: cfg.NodeName,
+		NamespaceSelector: cfg.NamespaceSelector(), PodOptOutSelector: cfg.PodOptOutSelector(),
+		SelfNamespace: cfg.PodNamespace, SelfSelector: labels.Everything(),
+		OnEnrolment: func(ev tables.Event) { enr.OnEnrolment(ev) },
+		Logger:      a.log,
+	})
+	if err != nil {
+		return err
+	}
+	w, err := watch.New(watch.Config{Client: a.o.Kube, Handler: tbl, Logger: a.log})
+	if err != nil {
+		return err
+	}
+
+	// Metrics and identity manager.
+	var node *dataplane.Node
+	met, err := metrics.New(metrics.Config{
+		Version: a.o.Version, AccessLog: a.o.AccessLog, Logger: a.log,
+		Workloads:      workloadLabels(tbl),
+		Informers:      func() map[string]bool { return informerMap(w.Status(), false) },
+		InformersStale: func() map[string]bool { return informerMap(w.Status(), true) },
+		EnrolledPods:   func() int { return enr.EnrolledCount() },
+	})
+	if err != nil {
+		return err
+	}
+	ids, err := identity.NewManager(identity.ManagerConfig{Provider: identity.CSRProvider{Signer: client}, Bundle: bundles, Logger: a.log, Observer: met})
+	if err != nil {
+		return err
+	}
+	defer ids.Close()
+
+	// Policy.
+	engine, err := authz.New(authz.Options{RootNamespace: cfg.RootNamespace, Logger: a.log})
+	if err != nil {
+		return err
+	}
+	live := authz.NewLive()
+
+	// Servers first, so readiness can say what is pending.
+	a.ready.Register("informers", func() error {
+		if p := w.Pending(); len(p) > 0 {
+			return fmt.Errorf("not synced: %s", strings.Join(p, ", "))
+		}
+		return nil
+	})
+	if err := a.serve(ctx, goRun, met, ids); err != nil {
+		return err
+	}
+	goRun("watch", func(ctx context.Context) error { w.Run(ctx); return nil })
+
+	policiesSynced := func() error { return nil }
+	if a.o.Policies != nil {
+		if policiesSynced, err = a.o.Policies(ctx, engine, live); err != nil {
+			return err
+		}
+	}
+	a.ready.Register("policies", policiesSynced)
+
+	// Capture and data path.
+	host, err := openHostNetns(cfg)
+	if err != nil {
+		return err
+	}
+	if host != nil {
+		defer host.Close()
+	}
+	capture, err := redirect.New(ctx, redirect.Options{PinDir: cfg.BPFPinDir, StateDir: filepath.Join(filepath.Dir(cfg.CNISocket), "pods"),
+		CgroupPath: cfg.CgroupRoot, HostNetns: host, Logger: a.log})
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	defer capture.Close()
+	node, err = dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: engine,
+		SVIDs: ids, Bundles: bundles, Live: live, Hooks: met.NodeHooks(), Logger: a.log})
+	if err != nil {
+		return err
+	}
+	synced := func(ctx context.Context) error {
+		if err := w.WaitForSync(ctx); err != nil {
+			return err
+		}
+		for policiesSynced() != nil {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		return nil
+	}
+	enr = newEnroller(enrollerConfig{
+		LocalNode: cfg.NodeName, TrustDomain: a.td, Tables: tbl, Capture: capture, Data: node,
+		Prefetch: ids.Prefetch,
+		FindPod:  func(addr netipAddr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
+		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
+		Synced:   synced,
+		Logger:   a.log,
+	})
+	a.ready.Register("capture", func() error {
+		if p := enr.Pending(); len(p) > 0 {
+			return fmt.Errorf("pods not yet captured: %s", strings.Join(p, "; "))
+		}
+		return nil
+	})
+	a.registerDump(tbl, ids, engine, enr, capture, node)
+
+	// Wait for the cluster state and the policies before touching any pod:
+	// a data path started before the policies are loaded would allow what
+	// they deny.
+	if err := synced(ctx); err != nil {
+		return err
+	}
+	recovered, err := capture.Recover(ctx)
+	if err != nil {
+		a.log.Error("capture recovery incomplete", "err", err)
+	}
+	enr.Recover(ctx, recovered)
+	goRun("enrolment", func(ctx context.Context) error { enr.Run(ctx); return nil })
+
+	cni, err := cniserver.New(cniserver.Options{SocketPath: cfg.CNISocket, Capture: enr, Enrol: enr.Enrol,
+		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
+		Logger:   a.log})
+	if err != nil {
+		return err
+	}
+	a.ready.Register("cni", func() error { return nil })
+	a.dump.Register("cni", func() any { return cni.Stats() })
+	goRun("cni", func(ctx context.Context) error { return cni.Serve(ctx) })
+	a.log.Info("ambit node daemon running", "node", cfg.NodeName, "trust_domain", a.td.String(), "version", a.o.Version)
+
+	<-ctx.Done()
+	a.log.Info("stopping: draining live connections", "timeout", a.o.DrainTimeout.String())
+	cni.Close()
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.DrainTimeout)
+	defer dcancel()
+	if err := node.Close(dctx); err != nil {
+		a.log.Warn("drain cut connections", "err", err)
+	}
+	return nil
+}
+
+// serve starts the metrics, readiness and admin servers.
+func (a *agent) serve(ctx context.Context, goRun func(string, func(context.Context) error), met *metrics.Metrics, ids *identity.Manager) error {
+	adm, err := admin.New(admin.Config{Addr: a.cfg.AdminAddr, Level: a.o.Level, ConfigDump: a.dump, Logger: a.log, Registerer: met.Registry()})
+	if err != nil {
+		return err
+	}
+	a.dump.Register("certificates", admin.CertificatesSection(ids))
+	for _, s := range []struct {
+		name, addr string
+		h          http.Handler
+	}{
+		{"metrics", a.cfg.MetricsAddr, admin.MetricsHandler(met.Handler())},
+		{"ready", a.cfg.ReadyAddr, a.ready.Handler()},
+		{"admin", a.cfg.AdminAddr, adm.Handler()},
+	} {
+		ln, err := listen(ctx, s.addr)
+		if err != nil {
+			return fmt.Errorf("%s server: %w", s.name, err)
+		}
+		goRun(s.name+"-server", func(ctx context.Context) error { return admin.ServeListener(ctx, ln, s.h, a.log) })
+	}
+	return nil
+}
