@@ -1,6 +1,7 @@
 // Package admin provides the node daemon's HTTP surfaces other than the
 // metrics themselves: readiness (:15021/healthz/ready), the local admin
-// server (localhost:15000: /config_dump, /logging, /debug/pprof/), the
+// server (localhost:15000: /config_dump, /connections, /logging,
+// /debug/pprof/), the
 // mux for the metrics port (:15020: /metrics and /stats/prometheus), and
 // Serve, which runs any of them until its context ends and then shuts down
 // gracefully.
@@ -16,6 +17,11 @@
 // empty host (":15000") binds every interface and is refused too. pprof
 // handlers are mounted on the admin mux, never on http.DefaultServeMux,
 // so nothing else in the process can expose them by accident.
+//
+// /connections serves whatever Config.Connections returns (the daemon
+// gives node/connections.Table.SnapshotAny: addresses, identities,
+// policy and age of each live connection, never key material); cmd/ambitctl
+// reads it and the config_dump sections.
 //
 // Certificates appear in config_dump only as identity.CertInfo (serials,
 // validity, state): CertificatesSection reads identity.Manager.Snapshot,

@@ -30,6 +30,11 @@ type Config struct {
 	Level *slog.LevelVar
 	// ConfigDump provides /config_dump. Optional: default empty.
 	ConfigDump *ConfigDump
+	// Connections provides GET /connections: a JSON-encodable snapshot of
+	// the live connections (connections.Table.SnapshotAny), called on every
+	// request; it must never return key material. Optional: without it
+	// /connections answers 404 saying the table is not enabled.
+	Connections func() any
 	// Logger receives a line per refused request and level change.
 	// Optional, default discard.
 	Logger *slog.Logger
@@ -39,7 +44,7 @@ type Config struct {
 }
 
 // Server is the admin endpoint: its Handler serves /config_dump,
-// /logging and /debug/pprof/.
+// /connections, /logging and /debug/pprof/.
 type Server struct {
 	addr    string
 	handler http.Handler
@@ -75,6 +80,7 @@ func New(cfg Config) (*Server, error) {
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /config_dump", configDumpHandler(cfg.ConfigDump, cfg.Logger, bad))
+	mux.Handle("GET /connections", connectionsHandler(cfg.Connections, cfg.Logger))
 	mux.Handle("/logging", loggingHandler(cfg.Level, cfg.Logger, bad))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
