@@ -72,10 +72,11 @@ type Config struct {
 	SVIDs identity.SVIDSource
 	// Bundles verify peers. Required.
 	Bundles x509bundle.Source
-	// Live, when set, registers every allowed plaintext inbound connection
-	// so that Live.Recheck after a policy change closes those now denied.
-	// Optional. (HBONE streams are not registered: tunnel.Server gives its
-	// Dial no handle on the authorization request.)
+	// Live, when set, registers every allowed inbound connection, HBONE
+	// stream (through tunnel.Decision.Watch) and plaintext alike, with the
+	// authz.Request it was allowed on, so that Live.Recheck after a policy
+	// change closes those now denied: both ends see a reset and the hooks
+	// report tunnel.OutcomeRevoked. Optional.
 	Live *authz.Live
 	// Hooks observe every connection (tunnel and non-tunnel paths).
 	// Optional.
@@ -101,12 +102,14 @@ type Stats struct {
 	InboundPlain        int64 // connections accepted on 15006
 	InboundPlainDenied  int64 // refused by authorization (e.g. STRICT)
 	InboundPlainFailed  int64 // the app could not be dialed
-	InboundPlainRevoked int64 // closed by Live.Recheck after a policy change
+	InboundPlainRevoked int64 // closed after a policy change (Live.Recheck or the check at registration)
+	InboundHBONERevoked int64 // HBONE streams revoked after a policy change (likewise)
 }
 
 type counters struct {
 	outAccepted, outHBONE, outPass, outDenied, outFailed, noOrigDst atomic.Int64
 	inPlain, inPlainDenied, inPlainFailed, inPlainRevoked           atomic.Int64
+	inHBONERevoked                                                  atomic.Int64
 }
 
 // Pod is the running data path of one enrolled pod.
@@ -288,6 +291,7 @@ func (p *Pod) Stats() Stats {
 		OutboundFailed: s.outFailed.Load(), NoOriginalDst: s.noOrigDst.Load(),
 		InboundPlain: s.inPlain.Load(), InboundPlainDenied: s.inPlainDenied.Load(),
 		InboundPlainFailed: s.inPlainFailed.Load(), InboundPlainRevoked: s.inPlainRevoked.Load(),
+		InboundHBONERevoked: s.inHBONERevoked.Load(),
 	}
 }
 
@@ -355,7 +359,13 @@ func (p *Pod) splice(ci *tunnel.ConnInfo, a, b net.Conn, revoked *atomic.Pointer
 	switch {
 	case revoked != nil && revoked.Load() != nil:
 		d := revoked.Load()
-		ci.Outcome, ci.Reason, ci.Policy, ci.Err = tunnel.OutcomeDenied, d.Reason, d.Policy, err
+		// As the tunnel reports a revoked HBONE stream.
+		reason := "policy changed"
+		if d.Reason != "" {
+			reason += ": " + d.Reason
+		}
+		ci.Outcome, ci.Reason, ci.Policy = tunnel.OutcomeRevoked, reason, d.Policy
+		ci.Err = fmt.Errorf("%w: %s", tunnel.ErrRevoked, reason)
 	case p.ctx.Err() != nil:
 		ci.Outcome, ci.Err = tunnel.OutcomeShutdown, err
 	case err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):

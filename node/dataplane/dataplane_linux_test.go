@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -131,8 +133,9 @@ func expectRefused(t *testing.T, c net.Conn, err error, what string) {
 
 // TestPodToPod runs the node's data path for two enrolled pods on one
 // bridge: app in A -> capture -> A's 15001 -> HBONE (mTLS with both pods'
-// identities) -> B's 15008 -> authz -> app in B; then DENY, then plaintext
-// from an unenrolled netns under STRICT and PERMISSIVE.
+// identities) -> B's 15008 -> authz -> app in B; then a DENY that closes
+// a live HBONE connection and spares a plaintext one, then plaintext from
+// an unenrolled netns under STRICT and PERMISSIVE.
 func TestPodToPod(t *testing.T) {
 	l := newLab(t)
 	a, b, c := l.pod("dp-a", 2), l.pod("dp-b", 3), l.pod("dp-c", 4)
@@ -238,8 +241,34 @@ func TestPodToPod(t *testing.T) {
 		t.Errorf("A stats %+v, want 1 accepted, 1 HBONE", s)
 	}
 
-	// 2. A DENY policy for A's principal: the next connection fails and the
-	// app sees nothing.
+	// 2. A DENY policy for A's principal. A live HBONE connection from A is
+	// closed within a second of the change (Engine.Update, Live.Recheck),
+	// both ends seeing a reset; a live plaintext connection from C (no
+	// principal, so not denied) keeps working.
+	const hboneMsg, plainMsg = "live mesh connection", "live plaintext connection"
+	liveHBONE, err := a.dial(ctx, dst)
+	if err != nil {
+		t.Fatalf("app in A dial %v: %v", dst, err)
+	}
+	defer liveHBONE.Close()
+	if err := roundTrip(liveHBONE, hboneMsg); err != nil {
+		t.Fatalf("live HBONE connection A -> B: %v", err)
+	}
+	livePlain, err := c.dial(ctx, dst)
+	if err != nil {
+		t.Fatalf("plaintext C -> B: %v", err)
+	}
+	defer livePlain.Close()
+	if err := roundTrip(livePlain, plainMsg); err != nil {
+		t.Fatalf("live plaintext connection C -> B: %v", err)
+	}
+	for range 2 {
+		select {
+		case <-app.seen:
+		case <-time.After(5 * time.Second):
+			t.Fatal("app in B never saw both live connections")
+		}
+	}
 	deny := &v1alpha1.AuthorizationPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "deny-client", UID: "u1", ResourceVersion: "1"},
 		Spec: v1alpha1.AuthorizationPolicySpec{
@@ -248,7 +277,47 @@ func TestPodToPod(t *testing.T) {
 				Principals: []string{"cluster.local/ns/demo/sa/client"}}}}}},
 		},
 	}
+	changed := time.Now()
 	engine.Update([]*v1alpha1.AuthorizationPolicy{deny}, nil)
+	if n := live.Recheck(engine); n != 1 {
+		t.Errorf("Live.Recheck after the DENY closed %d connections, want 1 (the HBONE one)", n)
+	}
+	// The bound: closed within a second of the change.
+	liveHBONE.SetReadDeadline(changed.Add(time.Second))
+	if n, err := liveHBONE.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("live HBONE connection a second after the DENY: read %d, %v; want a reset", n, err)
+	} else {
+		t.Logf("live HBONE connection reset %v after the policy update", time.Since(changed).Round(time.Microsecond))
+	}
+	if err := roundTrip(livePlain, plainMsg); err != nil {
+		t.Errorf("the plaintext connection did not survive a DENY aimed at A's principal: %v", err)
+	}
+	srv = hooksB.nextEnd(t, tunnel.Inbound)
+	if srv.Outcome != tunnel.OutcomeRevoked || srv.Source != idA || srv.Policy != "demo/deny-client" ||
+		!strings.HasPrefix(srv.Reason, "policy changed: ") || !errors.Is(srv.Err, tunnel.ErrRevoked) {
+		t.Errorf("server hook of the revoked stream: outcome %q source %v policy %q reason %q err %v; want %q from %v by demo/deny-client",
+			srv.Outcome, srv.Source, srv.Policy, srv.Reason, srv.Err, tunnel.OutcomeRevoked, idA)
+	}
+	if srv.BytesSent != int64(len(hboneMsg)) || srv.BytesRecv != int64(len(hboneMsg)) {
+		t.Errorf("server hook of the revoked stream: bytes %d/%d, want %d each way", srv.BytesSent, srv.BytesRecv, len(hboneMsg))
+	}
+	if cli := hooksA.nextEnd(t, tunnel.Outbound); cli.Outcome != tunnel.OutcomeReset || cli.Source != idA {
+		t.Errorf("client hook of the revoked stream: outcome %q source %v, want %q from %v", cli.Outcome, cli.Source, tunnel.OutcomeReset, idA)
+	}
+	if s := dpB.Stats(); s.InboundHBONERevoked != 1 || s.InboundPlainRevoked != 0 {
+		t.Errorf("B stats %+v, want 1 HBONE stream revoked, no plaintext", s)
+	}
+	if _, srvStats := dpB.TunnelStats(); srvStats.Revoked != 1 || srvStats.StreamsActive != 0 {
+		t.Errorf("B tunnel server stats %+v, want 1 revoked, none active", srvStats)
+	}
+	livePlain.Close()
+	if ci := hooksB.nextEnd(t, tunnel.Inbound); ci.Outcome != tunnel.OutcomeOK || ci.SourceAddr.Addr() != c.ip ||
+		ci.BytesSent != 2*int64(len(plainMsg)) {
+		t.Errorf("surviving plaintext connection reported outcome %q from %v, %d bytes; want ok from %v, %d bytes",
+			ci.Outcome, ci.SourceAddr, ci.BytesSent, c.ip, 2*len(plainMsg))
+	}
+
+	// The next connection from A fails and the app sees nothing.
 	conn, err = a.dial(ctx, dst)
 	expectRefused(t, conn, err, "A -> B under DENY")
 	expectNothing(t, app, "A -> B under DENY")
@@ -295,12 +364,13 @@ func TestPodToPod(t *testing.T) {
 		t.Errorf("plaintext connection still open after STRICT and recheck: read %d, %v", n, err)
 	}
 	conn.Close()
-	if ci := hooksB.nextEnd(t, tunnel.Inbound); ci.BytesSent != int64(len("plaintext hello")) || ci.Outcome != tunnel.OutcomeDenied {
-		t.Errorf("revoked plaintext connection reported outcome %q, %d bytes; want DENY after %d bytes",
-			ci.Outcome, ci.BytesSent, len("plaintext hello"))
+	if ci := hooksB.nextEnd(t, tunnel.Inbound); ci.BytesSent != int64(len("plaintext hello")) || ci.Outcome != tunnel.OutcomeRevoked ||
+		!errors.Is(ci.Err, tunnel.ErrRevoked) {
+		t.Errorf("revoked plaintext connection reported outcome %q, %d bytes, err %v; want %q after %d bytes",
+			ci.Outcome, ci.BytesSent, ci.Err, tunnel.OutcomeRevoked, len("plaintext hello"))
 	}
-	if s := dpB.Stats(); s.InboundPlain != 2 || s.InboundPlainDenied != 1 || s.InboundPlainRevoked != 1 {
-		t.Errorf("B stats %+v, want 2 plaintext, 1 denied, 1 revoked", s)
+	if s := dpB.Stats(); s.InboundPlain != 3 || s.InboundPlainDenied != 1 || s.InboundPlainRevoked != 1 || s.InboundHBONERevoked != 1 {
+		t.Errorf("B stats %+v, want 3 plaintext, 1 denied, 1 plaintext and 1 HBONE revoked", s)
 	}
 	if len(hooksB.starts()) == 0 {
 		t.Error("no OnStart reported on B")

@@ -7,16 +7,20 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ambit-mesh/ambit/identity/identitytest"
+	"github.com/ambit-mesh/ambit/node/apis/security/v1alpha1"
 	"github.com/ambit-mesh/ambit/node/authz"
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/tunnel"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 )
 
 // fakeCapture stands in for redirect.Manager on loopback: per pod three
@@ -366,4 +370,165 @@ func TestPlainInbound(t *testing.T) {
 	if s := b.Stats(); s.InboundPlain != 1 || s.InboundPlainDenied != 0 {
 		t.Errorf("stats %+v", s)
 	}
+}
+
+// TestLiveRevoke: with Config.Live, a DENY for A's principal followed by
+// Live.Recheck resets A's live HBONE connection into B (both ends see it,
+// B reports REVOKED) and spares a plaintext connection into B.
+func TestLiveRevoke(t *testing.T) {
+	e := newFakeEnv(t)
+	live := authz.NewLive()
+	cfgB := e.config("b")
+	cfgB.Live = live
+	b := startPod(t, cfgB)
+	startPod(t, e.config("a"))
+	inb := e.lsB.Inbound.Addr().(*net.TCPAddr).AddrPort()
+	e.fc.mu.Lock()
+	e.fc.alias[inb] = e.fc.alias[e.appB]
+	e.fc.mu.Unlock()
+
+	mesh := e.captured(t, e.appB)
+	defer mesh.Close()
+	if err := roundTrip(mesh, "over hbone"); err != nil {
+		t.Fatalf("HBONE round trip: %v", err)
+	}
+	plain, err := net.Dial("tcp", inb.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	if err := roundTrip(plain, "plaintext"); err != nil {
+		t.Fatalf("plaintext round trip: %v", err)
+	}
+	if n := live.Len(); n != 2 {
+		t.Fatalf("%d live connections registered, want 2 (HBONE and plaintext)", n)
+	}
+
+	e.engine.Update([]*v1alpha1.AuthorizationPolicy{{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: "deny-a", UID: "u1", ResourceVersion: "1"},
+		Spec: v1alpha1.AuthorizationPolicySpec{Action: v1alpha1.ActionDeny,
+			Rules: []v1alpha1.Rule{{From: []v1alpha1.RuleFrom{{Source: &v1alpha1.Source{
+				Principals: []string{"cluster.local/ns/demo/sa/a"}}}}}}},
+	}}, nil)
+	if n := live.Recheck(e.engine); n != 1 {
+		t.Errorf("Recheck closed %d connections, want 1", n)
+	}
+	mesh.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := mesh.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("revoked HBONE connection: read %d, %v; want it closed", n, err)
+	}
+	if err := roundTrip(plain, "still plaintext"); err != nil {
+		t.Errorf("plaintext connection after the DENY: %v", err)
+	}
+	srv := e.hooks.nextEnd(t, tunnel.Inbound)
+	if srv.Outcome != tunnel.OutcomeRevoked || srv.Source != e.idA || srv.Policy != "demo/deny-a" ||
+		srv.Reason != "policy changed: "+authz.ReasonDenyPolicy || !errors.Is(srv.Err, tunnel.ErrRevoked) {
+		t.Errorf("server reported outcome %q source %v policy %q reason %q err %v", srv.Outcome, srv.Source, srv.Policy, srv.Reason, srv.Err)
+	}
+	if cli := e.hooks.nextEnd(t, tunnel.Outbound); cli.Outcome != tunnel.OutcomeReset {
+		t.Errorf("client reported outcome %q, want %q", cli.Outcome, tunnel.OutcomeReset)
+	}
+	if s := b.Stats(); s.InboundHBONERevoked != 1 || s.InboundPlainRevoked != 0 {
+		t.Errorf("B stats %+v, want 1 HBONE stream revoked", s)
+	}
+	plain.Close()
+	if ci := e.hooks.nextEnd(t, tunnel.Inbound); ci.Outcome != tunnel.OutcomeOK || ci.DestAddr != inb {
+		t.Errorf("plaintext reported %v outcome %q, want ok", ci.DestAddr, ci.Outcome)
+	}
+	waitLen(t, live, 0)
+}
+
+// waitLen waits until l holds n connections (each unregisters as its
+// handler returns).
+func waitLen(t *testing.T, l *authz.Live, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for l.Len() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live connections registered, want %d", l.Len(), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// updateAfterDecide is a hand-written Authorizer: the real engine, with an
+// Update (to policies) landing right after its next decision, before the
+// data path registers the connection with Live, as a concurrent policy
+// change can.
+type updateAfterDecide struct {
+	*authz.Engine
+	mu       sync.Mutex
+	policies []*v1alpha1.AuthorizationPolicy // applied after the next Decide, then nil
+}
+
+func (u *updateAfterDecide) Decide(r authz.Request) authz.Decision {
+	d := u.Engine.Decide(r)
+	u.mu.Lock()
+	aps := u.policies
+	u.policies = nil
+	u.mu.Unlock()
+	if aps != nil {
+		u.Engine.Update(aps, nil)
+	}
+	return d
+}
+
+func (u *updateAfterDecide) arm(aps ...*v1alpha1.AuthorizationPolicy) {
+	u.mu.Lock()
+	u.policies = aps
+	u.mu.Unlock()
+}
+
+// TestLiveRevokeRace: a DENY that lands between a connection's decision
+// and its registration with Live (its Recheck would not see it) still
+// closes it, HBONE and plaintext.
+func TestLiveRevokeRace(t *testing.T) {
+	e := newFakeEnv(t)
+	racy := &updateAfterDecide{Engine: e.engine}
+	cfgB := e.config("b")
+	cfgB.Live, cfgB.Authorizer = authz.NewLive(), racy
+	b := startPod(t, cfgB)
+	startPod(t, e.config("a"))
+	inb := e.lsB.Inbound.Addr().(*net.TCPAddr).AddrPort()
+	e.fc.mu.Lock()
+	e.fc.alias[inb] = e.fc.alias[e.appB]
+	e.fc.mu.Unlock()
+	deny := func(name, principal string) *v1alpha1.AuthorizationPolicy {
+		from := &v1alpha1.Source{Principals: []string{principal}}
+		if principal == "" {
+			from = &v1alpha1.Source{IPBlocks: []string{e.ipA.String() + "/32"}}
+		}
+		return &v1alpha1.AuthorizationPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "demo", Name: name, UID: types.UID(name), ResourceVersion: "1"},
+			Spec: v1alpha1.AuthorizationPolicySpec{Action: v1alpha1.ActionDeny,
+				Rules: []v1alpha1.Rule{{From: []v1alpha1.RuleFrom{{Source: from}}}}},
+		}
+	}
+
+	racy.arm(deny("deny-a", "cluster.local/ns/demo/sa/a"))
+	mesh := e.captured(t, e.appB)
+	if err := roundTrip(mesh, "must not arrive"); err == nil {
+		t.Error("HBONE connection allowed just before a DENY carried bytes")
+	}
+	mesh.Close()
+	if ci := e.hooks.nextEnd(t, tunnel.Inbound); ci.Outcome != tunnel.OutcomeDenied || !errors.Is(ci.Err, tunnel.ErrRevoked) ||
+		ci.Policy != "demo/deny-a" {
+		t.Errorf("server reported outcome %q policy %q err %v, want DENY by demo/deny-a, revoked", ci.Outcome, ci.Policy, ci.Err)
+	}
+
+	racy.arm(deny("deny-a", "cluster.local/ns/demo/sa/a"), deny("deny-ip", ""))
+	// The reset can win the race with connect returning on loopback.
+	if plain, err := net.Dial("tcp", inb.String()); err == nil {
+		if err := roundTrip(plain, "must not arrive"); err == nil {
+			t.Error("plaintext connection allowed just before a DENY carried bytes")
+		}
+		plain.Close()
+	}
+	if ci := e.hooks.nextEnd(t, tunnel.Inbound); ci.Outcome != tunnel.OutcomeRevoked || ci.Policy != "demo/deny-ip" {
+		t.Errorf("plaintext reported outcome %q policy %q, want %q by demo/deny-ip", ci.Outcome, ci.Policy, tunnel.OutcomeRevoked)
+	}
+	if s := b.Stats(); s.InboundHBONERevoked != 1 || s.InboundPlainRevoked != 1 {
+		t.Errorf("B stats %+v, want one HBONE and one plaintext connection revoked", s)
+	}
+	waitLen(t, cfgB.Live, 0)
 }
