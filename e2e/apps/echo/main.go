@@ -16,6 +16,12 @@
 //	    With -connect-only an attempt only opens the connection (for servers
 //	    that do not speak the echo protocol) and prints "ok connected <local>".
 //
+//	echo client -hold -target HOST:PORT -marker TEXT [-count N] [-interval D] [-timeout D]
+//	    Opens ONE connection and sends TEXT on it every interval (N times, 0:
+//	    until terminated), printing "ok <unix ms> <answer>" per answer; the
+//	    first error prints "fail <unix ms> <error>" and ends it (exit 1). A
+//	    long-lived connection, for tests that must see when it is cut.
+//
 //	echo files PATH...
 //	    Prints each file ("file <path>" then its content), then waits for
 //	    SIGTERM: a long-running pod that shows what a hostPath mount holds on
@@ -140,8 +146,12 @@ func clientMain(ctx context.Context, args []string) error {
 	interval := fs.Duration("interval", time.Second, "pause between attempts")
 	timeout := fs.Duration("timeout", 5*time.Second, "per-attempt timeout")
 	connectOnly := fs.Bool("connect-only", false, "only open the connection; send nothing")
+	hold := fs.Bool("hold", false, "one connection, TEXT sent every interval")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *hold {
+		return holdMain(ctx, os.Stdout, *target, *marker, *count, *interval, *timeout)
 	}
 	if *target == "" || (*marker == "" && !*connectOnly) {
 		return errors.New("client: -target and -marker are required")
@@ -174,6 +184,45 @@ func clientMain(ctx context.Context, args []string) error {
 	if fail > 0 {
 		return fmt.Errorf("%d of %d attempts failed", fail, ok+fail)
 	}
+	return nil
+}
+
+// holdMain keeps one connection and exchanges marker on it every interval.
+func holdMain(ctx context.Context, w io.Writer, target, marker string, count int, interval, timeout time.Duration) error {
+	if target == "" || marker == "" {
+		return errors.New("client: -target and -marker are required")
+	}
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", target)
+	cancel()
+	if err != nil {
+		fmt.Fprintf(w, "fail %d %v\n", time.Now().UnixMilli(), err)
+		return err
+	}
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	for i := 0; count == 0 || i < count; i++ {
+		if i > 0 {
+			select {
+			case <-ctx.Done():
+				fmt.Fprintf(w, "done ok=%d\n", i)
+				return nil
+			case <-time.After(interval):
+			}
+		}
+		_ = conn.SetDeadline(time.Now().Add(timeout))
+		answer := ""
+		if _, err = fmt.Fprintf(conn, "%s\n", marker); err == nil {
+			answer, err = r.ReadString('\n')
+		}
+		if err != nil {
+			fmt.Fprintf(w, "fail %d %v\n", time.Now().UnixMilli(), err)
+			return err
+		}
+		fmt.Fprintf(w, "ok %d %s\n", time.Now().UnixMilli(), strings.TrimRight(answer, "\n"))
+	}
+	fmt.Fprintf(w, "done ok=%d\n", count)
 	return nil
 }
 

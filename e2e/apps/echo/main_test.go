@@ -105,3 +105,47 @@ func TestPrintFiles(t *testing.T) {
 		t.Error("a missing file was not an error")
 	}
 }
+
+// TestHold: one connection carries every exchange; when the server goes
+// away the client reports the failure and stops.
+func TestHold(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var log syncBuf
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, ln, "srv-1", &log) }()
+	var out syncBuf
+	if err := holdMain(context.Background(), &out, ln.Addr().String(), "HOLD-1", 3, 10*time.Millisecond, 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || !strings.HasPrefix(lines[0], "ok ") || !strings.HasSuffix(lines[2], "got=HOLD-1") || lines[3] != "done ok=3" {
+		t.Fatalf("output %q", out.String())
+	}
+	if n := strings.Count(log.String(), "got=HOLD-1"); n != 3 {
+		t.Errorf("server saw %d exchanges, want 3", n)
+	}
+	// One connection: every answer names the same client address.
+	peer := func(l string) string { return strings.Fields(l)[3] }
+	if peer(lines[0]) != peer(lines[2]) {
+		t.Errorf("exchanges on different connections: %q vs %q", lines[0], lines[2])
+	}
+
+	// Server gone mid-hold: a fail line and an error.
+	out = syncBuf{}
+	errc := make(chan error, 1)
+	go func() {
+		errc <- holdMain(context.Background(), &out, ln.Addr().String(), "HOLD-2", 0, 20*time.Millisecond, time.Second)
+	}()
+	for !strings.Contains(out.String(), "got=HOLD-2") {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if err := <-errc; err == nil || !strings.Contains(out.String(), "\nfail ") {
+		t.Errorf("hold after the server went away: %v, output %q", err, out.String())
+	}
+}
