@@ -9,12 +9,17 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/ambit-mesh/ambit/e2e/cluster"
+	"github.com/ambit-mesh/ambit/redirect/cniplugin"
 )
 
 // Helpers of chart_test.go: run bin/helm without a cluster and decode what
@@ -136,4 +141,126 @@ func parseCertPEM(t *testing.T, s string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestChartCNIRender checks how the chart installs ambit-cni (render only):
+// the installer gets the release namespace and cni.excludeNamespaces as
+// --exclude-namespaces (a list the installer itself accepts); the daemon
+// container mounts the CNI directories whatever cni.uninstallOnStop says
+// (its reconciler needs them); the preStop hook stops that reconciler
+// through a stop file in the container's own /tmp before uninstalling.
+func TestChartCNIRender(t *testing.T) {
+	root, helm := chartTools(t)
+	chart := filepath.Join(root, "charts", "ambit")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	daemonSet := func(ns string, args ...string) appsv1.DaemonSet {
+		t.Helper()
+		out, err := runHelm(ctx, t, helm, append([]string{"template", "ambit", chart, "-n", ns}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ds appsv1.DaemonSet
+		find(t, parseManifests(t, out), "DaemonSet", "ambit").decode(t, &ds)
+		if len(ds.Spec.Template.Spec.InitContainers) != 1 || len(ds.Spec.Template.Spec.Containers) != 1 {
+			t.Fatalf("want one init and one daemon container: %+v", ds.Spec.Template.Spec)
+		}
+		return ds
+	}
+	excludeArg := func(ds appsv1.DaemonSet) string {
+		t.Helper()
+		cmd := ds.Spec.Template.Spec.InitContainers[0].Command
+		var got []string
+		for _, a := range cmd {
+			if v, ok := strings.CutPrefix(a, "--exclude-namespaces="); ok {
+				got = append(got, v)
+			}
+		}
+		if len(got) != 1 {
+			t.Fatalf("installer command %v: want one --exclude-namespaces", cmd)
+		}
+		if _, err := cniplugin.ParseNamespaceList(got[0]); err != nil {
+			t.Errorf("--exclude-namespaces=%s is refused by the installer: %v", got[0], err)
+		}
+		return got[0]
+	}
+
+	ds := daemonSet(chartNamespace)
+	install := ds.Spec.Template.Spec.InitContainers[0]
+	wantInstall := []string{"/ambit-cni", "install", "--cni-bin-dir=/host/cni/bin", "--cni-conf-dir=/host/cni/net.d",
+		"--socket=/var/run/ambit/cni.sock", "--exclude-namespaces=ambit-system,kube-system"}
+	if !slices.Equal(install.Command, wantInstall) {
+		t.Errorf("installer command\n %v\nwant\n %v", install.Command, wantInstall)
+	}
+	d := ds.Spec.Template.Spec.Containers[0]
+	wantStop := []string{"/ambit-cni", "uninstall", "--cni-bin-dir=/host/cni/bin", "--cni-conf-dir=/host/cni/net.d",
+		"--stop-file=" + cniplugin.DefaultStopFile}
+	if d.Lifecycle == nil || d.Lifecycle.PreStop == nil || d.Lifecycle.PreStop.Exec == nil ||
+		!slices.Equal(d.Lifecycle.PreStop.Exec.Command, wantStop) {
+		t.Errorf("preStop %+v, want exec %v", d.Lifecycle, wantStop)
+	}
+	checkCNIMounts(t, ds, filepath.Dir(cniplugin.DefaultStopFile))
+
+	// Without the preStop hook the daemon still mounts the directories.
+	off := daemonSet(chartNamespace, "--set", "cni.uninstallOnStop=false")
+	if off.Spec.Template.Spec.Containers[0].Lifecycle != nil {
+		t.Errorf("cni.uninstallOnStop=false still renders %+v", off.Spec.Template.Spec.Containers[0].Lifecycle)
+	}
+	checkCNIMounts(t, off, filepath.Dir(cniplugin.DefaultStopFile))
+
+	// The list: release namespace first, then the values, no duplicates.
+	for _, c := range []struct {
+		ns   string
+		args []string
+		want string
+	}{
+		{"mesh", nil, "mesh,kube-system"},
+		{"kube-system", nil, "kube-system"},
+		{chartNamespace, []string{"--set", "cni.excludeNamespaces={kube-system,monitoring,ambit-system}"}, "ambit-system,kube-system,monitoring"},
+		{chartNamespace, []string{"--set", "cni.excludeNamespaces=null"}, "ambit-system"},
+		{chartNamespace, []string{"--set", "cni.excludeNamespaces={}"}, "ambit-system"},
+	} {
+		if got := excludeArg(daemonSet(c.ns, c.args...)); got != c.want {
+			t.Errorf("-n %s %v: --exclude-namespaces=%s, want %s", c.ns, c.args, got, c.want)
+		}
+	}
+	for _, bad := range []string{"cni.excludeNamespaces={Kube}", "cni.excludeNamespaces={a.b}", "cni.excludeNamespaces={-x}"} {
+		out, err := runHelm(ctx, t, helm, "template", "ambit", chart, "-n", chartNamespace, "--set", bad)
+		if err == nil || !strings.Contains(err.Error(), "is not a namespace name") {
+			t.Errorf("--set %s: %v, want a chart validation error\n%.200s", bad, err, out)
+		}
+	}
+}
+
+// checkCNIMounts: the daemon container mounts the host's CNI directories
+// (writable) where the installer does, and an emptyDir at stopDir, its own
+// /tmp, for the stop file.
+func checkCNIMounts(t *testing.T, ds appsv1.DaemonSet, stopDir string) {
+	t.Helper()
+	spec := ds.Spec.Template.Spec
+	hostPath := map[string]string{}
+	emptyDir := map[string]bool{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPath[v.Name] = v.HostPath.Path
+		}
+		emptyDir[v.Name] = v.EmptyDir != nil
+	}
+	for _, c := range []corev1.Container{spec.InitContainers[0], spec.Containers[0]} {
+		mounts := map[string]corev1.VolumeMount{}
+		for _, m := range c.VolumeMounts {
+			mounts[m.MountPath] = m
+		}
+		for path, host := range map[string]string{"/host/cni/bin": "/opt/cni/bin", "/host/cni/net.d": "/etc/cni/net.d"} {
+			m, ok := mounts[path]
+			if !ok || m.ReadOnly || hostPath[m.Name] != host {
+				t.Errorf("container %s: %s mounted %v (%+v), want host %s writable", c.Name, path, ok, m, host)
+			}
+		}
+		if c.Name == "ambit" {
+			if m, ok := mounts[stopDir]; !ok || !emptyDir[m.Name] || m.ReadOnly {
+				t.Errorf("daemon container: %s is %+v, want a writable emptyDir (the stop file)", stopDir, m)
+			}
+		}
+	}
 }

@@ -56,3 +56,18 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- fail (printf "logLevel %q: want debug, info, warn or error" .Values.logLevel) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Namespaces whose pods ambit-cni passes through without the node daemon, comma-separated: the release namespace
+(the daemon's own pods) and cni.excludeNamespaces, in that order, without duplicates. Used by the installer's
+--exclude-namespaces; the daemon's reconciler must be given the same list (it re-writes the same entry).
+*/}}
+{{- define "ambit.cniExcludeNamespaces" -}}
+{{- $all := prepend (.Values.cni.excludeNamespaces | default list) .Release.Namespace | compact | uniq -}}
+{{- range $all -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" (toString .)) -}}
+{{- fail (printf "cni.excludeNamespaces: %q is not a namespace name" (toString .)) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $all -}}
+{{- end -}}
