@@ -65,7 +65,14 @@ func makePrivateDir(dir string) error {
 // directory) and sets up a node's private directories and sysctl shields in
 // it. backing is the node's directory holding the private dirs' contents.
 // created collects host directories created as mount points, for teardown.
-func newMountNS(ctx context.Context, file, backing string, extra []string, created *[]string) error {
+//
+// The namespace's mounts are made shared (as / is on a systemd host), so
+// mounts the runtime makes later (pod network namespaces) propagate into
+// containers that mount those paths with HostToContainer propagation; they
+// stay slaves of the host's, so nothing propagates back to the machine.
+// With netnsFile set, the node's network namespace (netnsPath) is
+// bind-mounted there (see Options.NodeNetnsFile).
+func newMountNS(ctx context.Context, file, backing string, extra []string, netnsFile, netnsPath string, created *[]string) error {
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		return err
 	}
@@ -73,7 +80,11 @@ func newMountNS(ctx context.Context, file, backing string, extra []string, creat
 		return fmt.Errorf("mount namespace: %w", err)
 	}
 	var script []string
-	for _, d := range append(append([]string{}, nodePrivateDirs...), extra...) {
+	dirs := append(append([]string{}, nodePrivateDirs...), extra...)
+	if netnsFile != "" {
+		dirs = append(dirs, filepath.Dir(netnsFile))
+	}
+	for _, d := range dirs {
 		src := filepath.Join(backing, strings.ReplaceAll(strings.Trim(d, "/"), "/", "_"))
 		if err := os.MkdirAll(src, 0o755); err != nil {
 			return err
@@ -106,6 +117,10 @@ func newMountNS(ctx context.Context, file, backing string, extra []string, creat
 	if st, err := os.Stat("/sys/fs/bpf"); err == nil && st.IsDir() {
 		script = append(script, "mount -t bpf bpf /sys/fs/bpf")
 	}
+	if netnsFile != "" {
+		script = append(script, fmt.Sprintf("touch %q", netnsFile), fmt.Sprintf("mount --bind %q %q", netnsPath, netnsFile))
+	}
+	script = append(script, "mount --make-rshared /")
 	if _, err := run(ctx, "nsenter", "--mount="+file, "--", "sh", "-ec", strings.Join(script, "\n")); err != nil {
 		return fmt.Errorf("node mounts: %w", err)
 	}

@@ -177,7 +177,7 @@ func (c *Cluster) prepareNode(ctx context.Context, i int) (*Node, error) {
 	if err := setupNodeNet(ctx, c.net, i, n.IP); err != nil {
 		return nil, err
 	}
-	if err := newMountNS(ctx, n.MountNS, filepath.Join(n.Dir, "fs"), c.opts.NodePrivateDirs, &c.state.CreatedDirs); err != nil {
+	if err := newMountNS(ctx, n.MountNS, filepath.Join(n.Dir, "fs"), c.opts.NodePrivateDirs, c.opts.NodeNetnsFile, n.NetNS, &c.state.CreatedDirs); err != nil {
 		return nil, err
 	}
 	if err := c.saveState(); err != nil {

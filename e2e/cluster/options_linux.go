@@ -46,6 +46,13 @@ type Options struct {
 	// NoDNS skips cluster DNS (CoreDNS as kube-dns). Optional, default
 	// false: pods resolve <service>.<namespace>.svc.cluster.local.
 	NoDNS bool
+	// NodeNetnsFile, when set, is a path at which each node's mount
+	// namespace shows that node's network namespace (a bind mount of the
+	// namespace file), the way /proc/1/ns/net shows the host's on a real
+	// node: on this machine /proc/1 is the test machine's, not the node's.
+	// A node daemon off the host network is given it (hostPath) to reach the
+	// host side of pod interfaces. Optional.
+	NodeNetnsFile string
 	// Keep leaves the cluster running after the test (Stop is not
 	// registered with t.Cleanup); the next Start reaps it. Optional,
 	// default: $KEEP is "1".
