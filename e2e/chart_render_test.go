@@ -193,6 +193,10 @@ func TestChartCNIRender(t *testing.T) {
 		t.Errorf("installer command\n %v\nwant\n %v", install.Command, wantInstall)
 	}
 	d := ds.Spec.Template.Spec.Containers[0]
+	// The daemon re-writes the entry: it must be given the same list.
+	if !slices.Contains(d.Args, "--cni-exclude-namespaces=ambit-system,kube-system") {
+		t.Errorf("daemon args %v lack --cni-exclude-namespaces=ambit-system,kube-system", d.Args)
+	}
 	wantStop := []string{"/ambit-cni", "uninstall", "--cni-bin-dir=/host/cni/bin", "--cni-conf-dir=/host/cni/net.d",
 		"--stop-file=" + cniplugin.DefaultStopFile}
 	if d.Lifecycle == nil || d.Lifecycle.PreStop == nil || d.Lifecycle.PreStop.Exec == nil ||
@@ -220,8 +224,12 @@ func TestChartCNIRender(t *testing.T) {
 		{chartNamespace, []string{"--set", "cni.excludeNamespaces=null"}, "ambit-system"},
 		{chartNamespace, []string{"--set", "cni.excludeNamespaces={}"}, "ambit-system"},
 	} {
-		if got := excludeArg(daemonSet(c.ns, c.args...)); got != c.want {
+		ds := daemonSet(c.ns, c.args...)
+		if got := excludeArg(ds); got != c.want {
 			t.Errorf("-n %s %v: --exclude-namespaces=%s, want %s", c.ns, c.args, got, c.want)
+		}
+		if a := "--cni-exclude-namespaces=" + c.want; !slices.Contains(ds.Spec.Template.Spec.Containers[0].Args, a) {
+			t.Errorf("-n %s %v: daemon args lack %s", c.ns, c.args, a)
 		}
 	}
 	for _, bad := range []string{"cni.excludeNamespaces={Kube}", "cni.excludeNamespaces={a.b}", "cni.excludeNamespaces={-x}"} {
