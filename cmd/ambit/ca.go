@@ -101,8 +101,8 @@ func validateCA(f *caFlags) (*caSetup, error) {
 	if s.td, err = spiffeid.TrustDomainFromString(f.trustDomain); err != nil {
 		return nil, fmt.Errorf("-trust-domain %q: %w", f.trustDomain, err)
 	}
-	if f.ttl < 10*time.Minute || f.ttl > 90*24*time.Hour {
-		return nil, fmt.Errorf("-ttl %s: must be between 10m and 2160h", f.ttl)
+	if f.ttl < time.Minute || f.ttl > 90*24*time.Hour {
+		return nil, fmt.Errorf("-ttl %s: must be between 1m and 2160h", f.ttl)
 	}
 	var ok bool
 	if s.nodeNS, s.nodeSA, ok = strings.Cut(f.nodeSA, "/"); !ok || s.nodeNS == "" || s.nodeSA == "" || strings.Contains(s.nodeSA, "/") {

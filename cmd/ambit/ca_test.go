@@ -33,7 +33,7 @@ current-context: c
 	cases := map[string][]string{
 		"unknown flag":         {"-bogus", kc},
 		"bad trust domain":     {"-trust-domain=Bad Domain", kc},
-		"ttl too short":        {"-ttl=1m", kc},
+		"ttl too short":        {"-ttl=59s", kc},
 		"bad node account":     {"-node-service-account=ambit", kc},
 		"no audience":          {"-token-audience=,", kc},
 		"bad listen":           {"-listen=nonsense", kc},
