@@ -19,7 +19,11 @@
 // daemon pod's preStop uninstalls after its successor installed, and other
 // CNI plugins' installers rewrite the conflist without ambit's entry. A
 // pass reads one directory, one small conflist and stats one binary; the
-// binary is hashed only when its size, mtime or inode changed.
+// binary is hashed only when its size, mtime or inode changed. Measured: a
+// pass that finds everything in place costs 42-60 µs and 98 allocations
+// (7 KB), `go test -run '^$' -bench ReconcileIntact -benchmem -count=3
+// ./redirect/cniplugin/` on the 2-core development VM, i.e. about 0.003%
+// of a core at the default 2 s interval.
 package cniplugin
 
 import (
