@@ -123,6 +123,10 @@ type Config struct {
 	// be a loopback address or "localhost". --admin-addr, optional, default
 	// 127.0.0.1:15000.
 	AdminAddr string
+	// IstioPolicies also reads Istio's security.istio.io AuthorizationPolicy
+	// and PeerAuthentication (when those CRDs exist) next to ambit's own.
+	// --istio-policies, optional, default false.
+	IstioPolicies bool
 	// FIPS restricts TLS to FIPS-approved suites, curves and signatures.
 	// --fips, optional, default false.
 	FIPS bool
@@ -236,6 +240,7 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "listen address of /metrics")
 	fs.StringVar(&c.ReadyAddr, "ready-addr", c.ReadyAddr, "listen address of /healthz/ready")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "loopback listen address of the admin endpoint")
+	fs.BoolVar(&c.IstioPolicies, "istio-policies", c.IstioPolicies, "also enforce Istio's security.istio.io policies when their CRDs exist")
 	fs.BoolVar(&c.FIPS, "fips", c.FIPS, "restrict TLS to FIPS-approved algorithms")
 	return fs
 }
