@@ -6,6 +6,7 @@ import (
 	"os"
 
 	"github.com/ambit-mesh/ambit/node/admin"
+	"github.com/ambit-mesh/ambit/node/connections"
 	"github.com/ambit-mesh/ambit/node/metrics"
 )
 
@@ -23,8 +24,16 @@ func Example() {
 	if err != nil {
 		panic(err)
 	}
-	// tunnel.ServerConfig{Hooks: m.TunnelHooks(metrics.ReporterDestination)},
-	// tunnel.ClientConfig{Hooks: m.TunnelHooks(metrics.ReporterSource)},
+	// The live-connection table wraps the metrics hooks: one tunnel.Hooks
+	// feeds both, and the table is served at /connections.
+	conns, err := connections.New(connections.Config{Logger: log, Registerer: m.Registry()})
+	if err != nil {
+		panic(err)
+	}
+	_ = conns.Hooks(m.NodeHooks())
+	// dataplane.NodeConfig{Hooks: conns.Hooks(m.NodeHooks())},
+	// tunnel.ServerConfig{Hooks: conns.Hooks(m.TunnelHooks(metrics.ReporterDestination))},
+	// tunnel.ClientConfig{Hooks: conns.Hooks(m.TunnelHooks(metrics.ReporterSource))},
 	// identity.ManagerConfig{Observer: m}.
 
 	ready := admin.NewReadiness()
@@ -35,7 +44,8 @@ func Example() {
 	dump.Register("workloads", func() any { return []string{} })
 	// dump.Register("certificates", admin.CertificatesSection(manager))
 
-	adm, err := admin.New(admin.Config{Level: &level, ConfigDump: dump, Logger: log, Registerer: m.Registry()})
+	adm, err := admin.New(admin.Config{Level: &level, ConfigDump: dump, Connections: conns.SnapshotAny,
+		Logger: log, Registerer: m.Registry()})
 	if err != nil {
 		panic(err)
 	}
