@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -137,14 +138,21 @@ func (a *agent) run(ctx context.Context) error {
 	}
 
 	// The node's view of the cluster.
+	// enr is set before the watch starts (the only source of events) and
+	// before the servers do (metrics read it).
 	var enr *enroller
-	tbl, err := tables.New(tables.Options{
+	topts := tables.Options{
 		TrustDomain: a.td, LocalNode: cfg.NodeName,
 		NamespaceSelector: cfg.NamespaceSelector(), PodOptOutSelector: cfg.PodOptOutSelector(),
-		SelfNamespace: cfg.PodNamespace, SelfSelector: labels.Everything(),
 		OnEnrolment: func(ev tables.Event) { enr.OnEnrolment(ev) },
 		Logger:      a.log,
-	})
+	}
+	if cfg.PodNamespace != "" {
+		// Nothing in ambit's own namespace is enrolled: the daemons and
+		// the CA they need to enrol anything.
+		topts.SelfNamespace, topts.SelfSelector = cfg.PodNamespace, labels.Everything()
+	}
+	tbl, err := tables.New(topts)
 	if err != nil {
 		return err
 	}
@@ -178,25 +186,12 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	live := authz.NewLive()
 
-	// Servers first, so readiness can say what is pending.
-	a.ready.Register("informers", func() error {
-		if p := w.Pending(); len(p) > 0 {
-			return fmt.Errorf("not synced: %s", strings.Join(p, ", "))
-		}
-		return nil
-	})
-	if err := a.serve(ctx, goRun, met, ids); err != nil {
-		return err
-	}
-	goRun("watch", func(ctx context.Context) error { w.Run(ctx); return nil })
-
 	policiesSynced := func() error { return nil }
 	if a.o.Policies != nil {
 		if policiesSynced, err = a.o.Policies(ctx, engine, live); err != nil {
 			return err
 		}
 	}
-	a.ready.Register("policies", policiesSynced)
 
 	// Capture and data path.
 	host, err := openHostNetns(cfg)
@@ -238,13 +233,31 @@ func (a *agent) run(ctx context.Context) error {
 		Synced:   synced,
 		Logger:   a.log,
 	})
+	var cniUp atomic.Bool
+	a.ready.Register("informers", func() error {
+		if p := w.Pending(); len(p) > 0 {
+			return fmt.Errorf("not synced: %s", strings.Join(p, ", "))
+		}
+		return nil
+	})
+	a.ready.Register("policies", policiesSynced)
 	a.ready.Register("capture", func() error {
 		if p := enr.Pending(); len(p) > 0 {
 			return fmt.Errorf("pods not yet captured: %s", strings.Join(p, "; "))
 		}
 		return nil
 	})
+	a.ready.Register("cni", func() error {
+		if !cniUp.Load() {
+			return errors.New("CNI socket not serving yet")
+		}
+		return nil
+	})
 	a.registerDump(tbl, ids, engine, enr, capture, node)
+	if err := a.serve(ctx, goRun, met, ids); err != nil {
+		return err
+	}
+	goRun("watch", func(ctx context.Context) error { w.Run(ctx); return nil })
 
 	// Wait for the cluster state and the policies before touching any pod:
 	// a data path started before the policies are loaded would allow what
@@ -265,9 +278,9 @@ func (a *agent) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.ready.Register("cni", func() error { return nil })
 	a.dump.Register("cni", func() any { return cni.Stats() })
 	goRun("cni", func(ctx context.Context) error { return cni.Serve(ctx) })
+	cniUp.Store(true)
 	a.log.Info("ambit node daemon running", "node", cfg.NodeName, "trust_domain", a.td.String(), "version", a.o.Version)
 
 	<-ctx.Done()
