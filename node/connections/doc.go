@@ -7,7 +7,8 @@
 // Table.Hooks wraps the hooks the daemon already uses (metrics, access
 // log) so one tunnel.Hooks value feeds both:
 //
-//	tbl, _ := connections.New(connections.Config{Workload: ..., Logger: log, Registerer: m.Registry()})
+//	tbl, _ := connections.New(connections.Config{Logger: log, Registerer: m.Registry(),
+//		Workload: connections.LocalWorkload(lookup)}) // lookup: pod address -> "namespace/name"
 //	hooks := tbl.Hooks(m.NodeHooks())
 //	adm, _ := admin.New(admin.Config{..., Connections: tbl.SnapshotAny})
 //

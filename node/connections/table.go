@@ -305,3 +305,24 @@ func idString(id spiffeid.ID) string {
 	}
 	return id.String()
 }
+
+// LocalWorkload returns a Config.Workload that names the end of a
+// connection on this node with lookup (e.g. the node's workload table
+// returning "namespace/name"): the destination of an inbound connection,
+// the source of an outbound one. Addresses are unmapped (::ffff:a.b.c.d
+// becomes a.b.c.d) before the lookup.
+func LocalWorkload(lookup func(netip.Addr) (string, bool)) func(*tunnel.ConnInfo) string {
+	return func(ci *tunnel.ConnInfo) string {
+		a := ci.SourceAddr
+		if ci.Direction == tunnel.Inbound {
+			a = ci.DestAddr
+		}
+		if !a.IsValid() {
+			return ""
+		}
+		if name, ok := lookup(a.Addr().Unmap()); ok {
+			return name
+		}
+		return ""
+	}
+}

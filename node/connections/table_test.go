@@ -357,3 +357,23 @@ func gather(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	}
 	return got
 }
+
+func TestLocalWorkload(t *testing.T) {
+	names := map[netip.Addr]string{netip.MustParseAddr("10.2.0.9"): "pay/backend-0", netip.MustParseAddr("10.1.0.7"): "shop/frontend-1"}
+	f := LocalWorkload(func(a netip.Addr) (string, bool) { n, ok := names[a]; return n, ok })
+	in := inbound(0) // 10.1.0.7 -> 10.2.0.9
+	if got := f(in); got != "pay/backend-0" {
+		t.Errorf("inbound: %q", got)
+	}
+	out := &tunnel.ConnInfo{Direction: tunnel.Outbound, SourceAddr: netip.MustParseAddrPort("[::ffff:10.1.0.7]:5000"),
+		DestAddr: netip.MustParseAddrPort("10.96.0.10:80")}
+	if got := f(out); got != "shop/frontend-1" {
+		t.Errorf("outbound (mapped address): %q", got)
+	}
+	if got := f(&tunnel.ConnInfo{Direction: tunnel.Outbound}); got != "" {
+		t.Errorf("no address: %q", got)
+	}
+	if got := f(&tunnel.ConnInfo{Direction: tunnel.Inbound, DestAddr: netip.MustParseAddrPort("10.9.9.9:1")}); got != "" {
+		t.Errorf("unknown address: %q", got)
+	}
+}
