@@ -267,7 +267,7 @@ func checkDaemonSet(t *testing.T, objs []object, fips bool) {
 		}
 	}
 	slices.Sort(hostPaths)
-	if want := []string{"/etc/cni/net.d", "/opt/cni/bin", "/sys/fs/bpf", "/sys/fs/cgroup", "/var/run/ambit", "/var/run/netns"}; !slices.Equal(hostPaths, want) {
+	if want := []string{"/etc/cni/net.d", "/opt/cni/bin", "/proc/1/ns/net", "/sys/fs/bpf", "/sys/fs/cgroup", "/var/run/ambit", "/var/run/netns"}; !slices.Equal(hostPaths, want) {
 		t.Errorf("host paths %v, want %v", hostPaths, want)
 	}
 	for _, m := range d.VolumeMounts {
