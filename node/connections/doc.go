@@ -43,11 +43,11 @@
 // # Cost
 //
 // `go test -run '^$' -bench . -benchmem -cpu 1,2 ./node/connections` on
-// the 2-core development machine: one connection's OnStart plus OnEnd
-// (BenchmarkHooks, table holding 1,000 others) costs about 0.7 us and one
-// 224-byte allocation (the entry) on one core, about 1 us per pair with two
-// cores contending; the metrics hooks cost about 0.3 us for comparison. A
-// snapshot of a full table (BenchmarkSnapshot, 10,000 entries) takes 19 to
-// 29 ms and 4.4 MB, mostly formatting addresses and identities after the
-// shards are unlocked; the copy that holds the shards is a fraction of it.
+// the 2-core development machine, two runs under other load: one
+// connection's OnStart plus OnEnd (BenchmarkHooks, table holding 1,000
+// others) costs 0.5 to 0.7 us and one 224-byte allocation (the entry) on
+// one core, 0.5 to 1 us per pair with two cores contending; the metrics
+// hooks cost about 0.3 us for comparison. A snapshot of a full table
+// (BenchmarkSnapshot, 10,000 entries) takes 12 to 29 ms and 4.4 MB, mostly
+// formatting addresses and identities after the shards are unlocked.
 package connections
