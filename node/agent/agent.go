@@ -118,6 +118,18 @@ func (a *agent) run(ctx context.Context) error {
 		}()
 	}
 
+	// Keep ambit-cni installed on the node (first: creating the reconciler
+	// clears a stop file a previous container's preStop may have left, and
+	// must not clear one this pod's own preStop writes later).
+	if cfg.CNIBinDir != "" && cfg.CNIConfDir != "" {
+		rec, err := newCNIReconciler(cfg, a.log)
+		if err != nil {
+			return err
+		}
+		defer rec.Close()
+		goRun("cni-install", rec.Run)
+	}
+
 	// Trust and identity.
 	bundles, err := loadBundle(cfg.BundleFile, a.td)
 	if err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/node/watch"
 	"github.com/ambit-mesh/ambit/redirect"
+	"github.com/ambit-mesh/ambit/redirect/cniplugin"
 	"github.com/ambit-mesh/ambit/tunnel"
 )
 
@@ -210,4 +212,22 @@ func localWorkloads(t *tables.Tables) []workloadView {
 		out = append(out, v)
 	}
 	return out
+}
+
+// cniInterval is how often the CNI installation is checked: an intact pass
+// costs tens of microseconds, and during a rolling upgrade new pods start
+// uncaptured between the old daemon's uninstall and the next pass.
+const cniInterval = 500 * time.Millisecond
+
+// newCNIReconciler keeps ambit-cni (the binary next to this one) installed
+// with the same entry the chart's installer wrote.
+func newCNIReconciler(cfg config.Config, log *slog.Logger) (*cniplugin.Reconciler, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	return cniplugin.NewReconciler(cniplugin.ReconcilerOptions{
+		InstallOptions: cniplugin.InstallOptions{BinDir: cfg.CNIBinDir, ConfDir: cfg.CNIConfDir,
+			Binary: filepath.Join(filepath.Dir(exe), "ambit-cni"), SocketPath: cfg.CNISocket, ExcludeNamespaces: cfg.ExcludeNamespaces()},
+		Interval: cniInterval, StopFile: cniplugin.DefaultStopFile, Log: log})
 }
