@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -23,6 +24,7 @@ import (
 	"github.com/ambit-mesh/ambit/node/admin"
 	"github.com/ambit-mesh/ambit/node/authz"
 	"github.com/ambit-mesh/ambit/node/config"
+	"github.com/ambit-mesh/ambit/node/connections"
 	"github.com/ambit-mesh/ambit/node/dataplane"
 	"github.com/ambit-mesh/ambit/node/metrics"
 	"github.com/ambit-mesh/ambit/node/tables"
@@ -76,6 +78,8 @@ type agent struct {
 	td    spiffeid.TrustDomain
 	ready *admin.Readiness
 	dump  *admin.ConfigDump
+	// connections serves /connections (the live-connection table).
+	connections func() any
 }
 
 func newAgent(o Options) (*agent, error) {
@@ -219,8 +223,17 @@ func (a *agent) run(ctx context.Context) error {
 		return fmt.Errorf("capture: %w", err)
 	}
 	defer capture.Close()
+	conns, err := connections.New(connections.Config{Logger: a.log, Registerer: met.Registry(),
+		Workload: connections.LocalWorkload(func(ip netip.Addr) (string, bool) {
+			w, ok := tbl.Lookup(ip)
+			return w.Namespace + "/" + w.Name, ok
+		})})
+	if err != nil {
+		return err
+	}
+	a.connections = conns.SnapshotAny
 	node, err = dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: engine,
-		SVIDs: ids, Bundles: bundles, Live: live, Hooks: met.NodeHooks(), Logger: a.log})
+		SVIDs: ids, Bundles: bundles, Live: live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log})
 	if err != nil {
 		return err
 	}
@@ -308,7 +321,8 @@ func (a *agent) run(ctx context.Context) error {
 
 // serve starts the metrics, readiness and admin servers.
 func (a *agent) serve(ctx context.Context, goRun func(string, func(context.Context) error), met *metrics.Metrics, ids *identity.Manager) error {
-	adm, err := admin.New(admin.Config{Addr: a.cfg.AdminAddr, Level: a.o.Level, ConfigDump: a.dump, Logger: a.log, Registerer: met.Registry()})
+	adm, err := admin.New(admin.Config{Addr: a.cfg.AdminAddr, Level: a.o.Level, ConfigDump: a.dump, Logger: a.log, Registerer: met.Registry(),
+		Connections: a.connections})
 	if err != nil {
 		return err
 	}
