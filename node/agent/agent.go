@@ -253,7 +253,7 @@ func (a *agent) run(ctx context.Context) error {
 	enr = newEnroller(enrollerConfig{
 		LocalNode: cfg.NodeName, TrustDomain: a.td, Tables: tbl, Capture: capture, Data: node,
 		Prefetch: ids.Prefetch,
-		FindPod:  func(addr netipAddr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
+		FindPod:  func(addr netip.Addr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
 		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
 		Synced:   synced,
 		Logger:   a.log,

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,7 +26,6 @@ import (
 	"github.com/ambit-mesh/ambit/tunnel"
 )
 
-type netipAddr = netip.Addr
 
 // loadBundle reads the PEM roots of the trust domain.
 func loadBundle(path string, td spiffeid.TrustDomain) (*identity.BundleStore, error) {
