@@ -23,6 +23,27 @@ type origin struct {
 	report     int  // index into Engine.Update's reports, -1 if not passed
 }
 
+// item is an object with the metadata apply reads, taken from the
+// metadata map once (each accessor of Unstructured is a nested lookup).
+type item struct {
+	ns, name, rv string
+	uid          types.UID
+	generation   int64
+	u            *unstructured.Unstructured
+}
+
+func itemOf(u *unstructured.Unstructured) item {
+	it := item{u: u}
+	m, _ := u.Object["metadata"].(map[string]any)
+	it.ns, _ = m["namespace"].(string)
+	it.name, _ = m["name"].(string)
+	it.rv, _ = m["resourceVersion"].(string)
+	uid, _ := m["uid"].(string)
+	it.uid = types.UID(uid)
+	it.generation, _ = m["generation"].(int64) // as GetGeneration
+	return it
+}
+
 // apply converts every object of every store, hands the complete set to the
 // Engine, rechecks live connections and computes the statuses.
 //
@@ -67,23 +88,25 @@ func (w *Watcher) apply() {
 	for _, k := range kinds {
 		items := k.list()
 		objects[k.name] = len(items)
-		us := make([]*unstructured.Unstructured, 0, len(items))
+		// Namespace and name read once: each is a nested map lookup.
+		us := make([]item, 0, len(items))
 		for _, o := range items {
 			if u, ok := o.(*unstructured.Unstructured); ok {
-				us = append(us, u)
+				us = append(us, itemOf(u))
 			}
 		}
-		slices.SortFunc(us, func(a, b *unstructured.Unstructured) int {
-			return cmp.Or(cmp.Compare(a.GetNamespace(), b.GetNamespace()), cmp.Compare(a.GetName(), b.GetName()))
+		slices.SortFunc(us, func(a, b item) int {
+			return cmp.Or(cmp.Compare(a.ns, b.ns), cmp.Compare(a.name, b.name))
 		})
-		for _, u := range us {
-			key := objKey{kind: k.kind, istio: k.istio, namespace: u.GetNamespace(), name: u.GetName()}
+		for _, it := range us {
+			u := it.u
+			key := objKey{kind: k.kind, istio: k.istio, namespace: it.ns, name: it.name}
 			e, ok := prev[key]
-			if !ok || e.uid != u.GetUID() || e.rv != u.GetResourceVersion() || u.GetResourceVersion() == "" {
-				e = memoEntry{uid: u.GetUID(), rv: u.GetResourceVersion(), res: w.convert(k, u)}
+			if !ok || e.uid != it.uid || e.rv != it.rv || it.rv == "" {
+				e = memoEntry{uid: it.uid, rv: it.rv, res: w.convert(k, u)}
 			}
 			memo[key] = e
-			o := origin{key: key, uid: u.GetUID(), generation: u.GetGeneration(), problem: e.res.problem, report: -1}
+			o := origin{key: key, uid: it.uid, generation: it.generation, problem: e.res.problem, report: -1}
 			if p := e.res.problem; p != nil {
 				malformed = append(malformed, MalformedObject{Resource: k.name, Namespace: key.namespace, Name: key.name,
 					Reason: p.Reason, Message: p.String()})
@@ -133,6 +156,9 @@ func (w *Watcher) apply() {
 	now := metav1.NewTime(w.cfg.Now())
 	want := make(map[objKey]desired, len(apOrigins)+len(paOrigins))
 	for _, list := range [][]origin{apOrigins, paOrigins} {
+		if !w.cfg.WriteStatus {
+			break
+		}
 		for _, o := range list {
 			if o.key.istio {
 				continue

@@ -69,7 +69,17 @@
 //
 // # Measurements
 //
-// Converting and applying is dominated by Engine.Update (see node/authz:
-// 1,000 policies, one changed, ~1 ms); conversion is memoized, so an event
+//	go test -run '^$' -bench Apply -benchmem -count 3 ./node/policies/
+//
+// on the 2-core build machine under load (load average 5-8, so upper
+// bounds): one apply with 1,000 AuthorizationPolicies and 100
+// PeerAuthentications in the stores, one policy changed, takes 3.3-6.6 ms
+// and allocates 1.6 MB. The first version took 10.4 ms: sorting the
+// objects called Unstructured.GetNamespace/GetName (nested map lookups)
+// in every comparison; apply now reads each object's metadata once.
+// Engine.Update is a fifth of what remains; the rest is listing the
+// stores, reading metadata and building the memo. An event thus reaches
+// Live.Recheck in about Debounce + 5 ms with a thousand policies, well
+// inside the one-second target. Conversion is memoized, so an event
 // decodes one object.
 package policies
