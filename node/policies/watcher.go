@@ -52,6 +52,7 @@ type Watcher struct {
 	stats   counters
 	running atomic.Bool
 	ctx     context.Context // Run's, for the status retry timer
+	retry   *time.Timer     // the status retry timer, guarded by mu
 }
 
 type counters struct {
@@ -195,6 +196,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 	<-ctx.Done()
 	w.factory.Shutdown()
 	wg.Wait()
+	w.mu.Lock()
+	if w.retry != nil {
+		w.retry.Stop()
+	}
+	w.mu.Unlock()
 	return nil
 }
 
@@ -298,16 +304,19 @@ func (w *Watcher) ownKinds() []*kindWatch {
 	return out
 }
 
-// statusRetry schedules another status pass after a failed write.
+// statusRetry schedules another status pass after a failed write (one
+// timer, re-armed; stopped when Run returns).
 func (w *Watcher) statusRetry() {
 	w.mu.Lock()
-	ctx := w.ctx
-	w.mu.Unlock()
-	if ctx == nil {
+	defer w.mu.Unlock()
+	if w.ctx == nil || w.ctx.Err() != nil {
 		return
 	}
-	t := time.AfterFunc(DefaultStatusRetry, w.statusKick.Kick)
-	context.AfterFunc(ctx, func() { t.Stop() })
+	if w.retry == nil {
+		w.retry = time.AfterFunc(DefaultStatusRetry, w.statusKick.Kick)
+		return
+	}
+	w.retry.Reset(DefaultStatusRetry)
 }
 
 // dynPatcher patches the status subresource through the dynamic client.
