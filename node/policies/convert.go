@@ -81,13 +81,41 @@ func specOnly(u *unstructured.Unstructured) map[string]any {
 }
 
 // decode converts with unknown-field detection. unknown reports whether the
-// only error was unknown fields (then obj is fully decoded otherwise).
-func decode(u *unstructured.Unstructured, obj any) (unknown bool, err error) {
+// only error was unknown fields (then obj is fully decoded otherwise). A
+// decoding error names the first spec field that fails (the converter's
+// own message does not say where).
+func decode(u *unstructured.Unstructured, obj any, spec func() any) (unknown bool, err error) {
 	err = runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(specOnly(u), obj, true)
 	if err != nil && runtime.IsStrictDecodingError(err) {
 		return true, err
 	}
+	if err != nil {
+		err = locate(u, spec, err)
+	}
 	return false, err
+}
+
+// locate decodes the spec's fields one at a time (in name order) and
+// reports the first that fails, prefixed with its name (err if none does).
+func locate(u *unstructured.Unstructured, spec func() any, err error) error {
+	m, ok := u.Object["spec"].(map[string]any)
+	if !ok {
+		if _, present := u.Object["spec"]; present {
+			return fmt.Errorf("spec is not an object: %w", err)
+		}
+		return err
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if e := runtime.DefaultUnstructuredConverter.FromUnstructured(map[string]any{k: m[k]}, spec()); e != nil {
+			return fmt.Errorf("spec.%s: %w", k, e)
+		}
+	}
+	return err
 }
 
 // metaOnly fills what can always be read from an object (the API server
@@ -158,7 +186,7 @@ func sortedKeys(m map[string]string) []string {
 // whole namespace (mesh, in the root namespace).
 func convertAP(u *unstructured.Unstructured, istio bool, root string) result {
 	ap := &v1alpha1.AuthorizationPolicy{}
-	unknown, err := decode(u, ap)
+	unknown, err := decode(u, ap, func() any { return &v1alpha1.AuthorizationPolicySpec{} })
 	if err == nil {
 		rename(ap, istio)
 		return result{ap: ap}
@@ -205,7 +233,7 @@ func convertAP(u *unstructured.Unstructured, istio bool, root string) result {
 // selector, else the namespace; the mesh in the root namespace).
 func convertPA(u *unstructured.Unstructured, istio bool, root string) result {
 	pa := &v1alpha1.PeerAuthentication{}
-	unknown, err := decode(u, pa)
+	unknown, err := decode(u, pa, func() any { return &v1alpha1.PeerAuthenticationSpec{} })
 	if err == nil {
 		rename(pa, istio)
 		return result{pa: pa}
