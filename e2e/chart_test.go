@@ -297,7 +297,7 @@ func checkDaemonSet(t *testing.T, objs []object, fips bool) {
 }
 
 // checkRBAC: the daemon only reads, except the status subresource of the
-// two CRDs (update); the CA creates TokenReviews and reads pods. No
+// two CRDs (patch); the CA creates TokenReviews and reads pods. No
 // wildcard, no Secrets, nothing else.
 func checkRBAC(t *testing.T, objs []object) {
 	t.Helper()
@@ -311,8 +311,8 @@ func checkRBAC(t *testing.T, objs []object) {
 			for _, res := range r.Resources {
 				granted[g+"/"+res] = append(granted[g+"/"+res], r.Verbs...)
 				if strings.HasSuffix(res, "/status") {
-					if !slices.Equal(r.Verbs, []string{"update"}) {
-						t.Errorf("daemon may %v %s, want only update", r.Verbs, res)
+					if !slices.Equal(r.Verbs, []string{"patch"}) {
+						t.Errorf("daemon may %v %s, want only patch", r.Verbs, res)
 					}
 				} else if !isSubset(r.Verbs, read) {
 					t.Errorf("daemon may %v %s/%s: not read-only", r.Verbs, g, res)
@@ -325,8 +325,8 @@ func checkRBAC(t *testing.T, objs []object) {
 		"discovery.k8s.io/endpointslices":                 read,
 		"security.ambit.dev/authorizationpolicies":        read,
 		"security.ambit.dev/peerauthentications":          read,
-		"security.ambit.dev/authorizationpolicies/status": {"update"},
-		"security.ambit.dev/peerauthentications/status":   {"update"},
+		"security.ambit.dev/authorizationpolicies/status": {"patch"},
+		"security.ambit.dev/peerauthentications/status":   {"patch"},
 	}
 	for k, v := range want {
 		if !slices.Equal(granted[k], v) {

@@ -10,6 +10,8 @@ import (
 	"os"
 	"runtime/debug"
 
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -48,7 +50,18 @@ func runNode(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		log.Error("kubernetes client", "err", err)
 		return 1
 	}
-	err = agent.Run(ctx, agent.Options{Config: cfg, Kube: kube, Version: version(), Level: level, Logger: log, AccessLog: access})
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		log.Error("kubernetes client", "err", err)
+		return 1
+	}
+	disc, err := discovery.NewDiscoveryClientForConfig(rc)
+	if err != nil {
+		log.Error("kubernetes client", "err", err)
+		return 1
+	}
+	err = agent.Run(ctx, agent.Options{Config: cfg, Kube: kube, Dynamic: dyn, Discovery: disc,
+		Version: version(), Level: level, Logger: log, AccessLog: access})
 	if errors.Is(err, agent.ErrFIPS) || errors.Is(err, config.ErrUsage) {
 		fmt.Fprintln(stderr, "ambit:", err)
 		return 2

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ambit-mesh/ambit/identity"
@@ -27,6 +28,7 @@ import (
 	"github.com/ambit-mesh/ambit/node/connections"
 	"github.com/ambit-mesh/ambit/node/dataplane"
 	"github.com/ambit-mesh/ambit/node/metrics"
+	"github.com/ambit-mesh/ambit/node/policies"
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/node/watch"
 	"github.com/ambit-mesh/ambit/redirect"
@@ -43,10 +45,12 @@ type Options struct {
 	Config config.Config
 	// Kube is the API client. Required.
 	Kube kubernetes.Interface
-	// Policies starts the policy watch that feeds the engine; it returns a
-	// readiness check (nil when synced). Optional: without it no policy is
-	// ever loaded (everything is allowed), which only tests want.
-	Policies func(ctx context.Context, engine *authz.Engine, live *authz.Live) (synced func() error, err error)
+	// Dynamic reads the policy CRDs (node/policies). Optional: without it no
+	// policy is ever loaded (everything is allowed), which only tests want.
+	Dynamic dynamic.Interface
+	// Discovery tells whether Istio's policy CRDs exist (with
+	// Config.IstioPolicies). Required then.
+	Discovery policies.Discovery
 	// Version is reported in ambit_build_info.
 	Version string
 	// Level is the level /logging changes. Optional.
@@ -203,10 +207,20 @@ func (a *agent) run(ctx context.Context) error {
 	live := authz.NewLive()
 
 	policiesSynced := func() error { return nil }
-	if a.o.Policies != nil {
-		if policiesSynced, err = a.o.Policies(ctx, engine, live); err != nil {
+	if a.o.Dynamic != nil {
+		pw, err := policies.New(policies.Config{Dynamic: a.o.Dynamic, Discovery: a.o.Discovery, Engine: engine, Live: live,
+			RootNamespace: cfg.RootNamespace, Istio: cfg.IstioPolicies, WriteStatus: true, Logger: a.log})
+		if err != nil {
 			return err
 		}
+		goRun("policies", pw.Run)
+		policiesSynced = func() error {
+			if st := pw.Status(); !st.Synced {
+				return fmt.Errorf("policies not synced: %s", strings.Join(st.Pending, ", "))
+			}
+			return nil
+		}
+		a.dump.Register("policy_watch", func() any { return pw.Status() })
 	}
 
 	// Capture and data path.
