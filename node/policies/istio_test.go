@@ -1,8 +1,11 @@
 package policies
 
 import (
+	"context"
 	"errors"
+	"sync"
 	"testing"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -116,5 +119,63 @@ func TestStatusOnly(t *testing.T) {
 	}
 	if statusOnly("x", b) {
 		t.Fatal("non-object taken for status-only")
+	}
+}
+
+// TestIstioLoopGatesFirstApply: with the switch on, the first apply waits
+// for a successful discovery (a failure keeps it waiting, listed in
+// Pending and Status.Istio.LastError). The Istio informers found by
+// discovery must also sync first: TestApplyWaitsForSync and the e2e test.
+func TestIstioLoopGatesFirstApply(t *testing.T) {
+	f := newFixture(t, false)
+	d := &fakeDiscovery{err: errors.New("connection refused")}
+	f.w.cfg.Istio, f.w.cfg.Discovery = true, d
+	f.w.apply()
+	st := f.w.Status()
+	if f.w.Synced() || len(st.Pending) != 1 || st.Pending[0] != PendingIstioDiscovery {
+		t.Fatalf("before discovery: synced %v, pending %v", f.w.Synced(), st.Pending)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	// One pass of the loop with a failing discovery: still waiting.
+	f.w.cfg.IstioRecheck = time.Hour
+	done := make(chan struct{})
+	go func() { f.w.istioLoop(ctx, &wg); close(done) }()
+	waitFor(t, func() bool { return f.w.Status().Istio.LastError != "" })
+	f.w.apply()
+	if f.w.Synced() {
+		t.Fatal("applied although Istio discovery never succeeded")
+	}
+	cancel()
+	<-done
+
+	// Discovery succeeds, Istio not installed: the first apply may run.
+	d.err = nil
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	done = make(chan struct{})
+	go func() { f.w.istioLoop(ctx2, &wg); close(done) }()
+	waitFor(t, func() bool { return len(f.w.Status().Pending) == 0 })
+	f.w.apply()
+	if !f.w.Synced() {
+		t.Fatal("not synced after a successful discovery")
+	}
+	cancel2()
+	<-done
+	wg.Wait()
+	if len(d.calls) != 3 { // v1 (failed), then v1 and v1beta1
+		t.Fatalf("discovery calls %v", d.calls)
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

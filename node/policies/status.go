@@ -6,13 +6,18 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 )
 
+// PendingIstioDiscovery is listed in Status.Pending until the first Istio
+// discovery succeeds (with Config.Istio).
+const PendingIstioDiscovery = "discovery of " + IstioGroup
+
 // Status is the watch's state, for readiness, metrics and config_dump.
 type Status struct {
 	// Synced: see Watcher.Synced.
 	Synced bool
 	// Pending names the informers (resource names, e.g.
 	// "authorizationpolicies.security.ambit.dev/v1alpha1") whose initial
-	// list has not arrived yet.
+	// list has not arrived yet, and PendingIstioDiscovery while the Istio
+	// switch waits for its first successful discovery.
 	Pending []string
 	// LastApply is when the Engine last received a policy set (zero if
 	// never), LastApplyDuration what converting, Engine.Update and
@@ -96,6 +101,9 @@ func (w *Watcher) Status() Status {
 	}
 	kinds := append([]*kindWatch(nil), w.kinds...)
 	objects := w.objects
+	if w.cfg.Istio && !w.istioChecked {
+		s.Pending = append(s.Pending, PendingIstioDiscovery)
+	}
 	w.mu.Unlock()
 	for _, k := range kinds {
 		r := ResourceStatus{Name: k.name, Synced: k.synced(), Objects: objects[k.name]}
