@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ambit-mesh/ambit/node/apis/security/v1alpha1"
 	"github.com/ambit-mesh/ambit/node/authz"
@@ -256,3 +257,33 @@ func TestApplyWaitsForSync(t *testing.T) {
 type notSynced struct{}
 
 func (notSynced) HasSynced() bool { return false }
+
+// TestStaleAfterWatchError: a watch failure after the last event marks the
+// resource (and the watch) stale for StaleAfter; policies stay in force.
+func TestStaleAfterWatchError(t *testing.T) {
+	f := newFixture(t, false)
+	f.put(t, resAP, obj(t, allowClient))
+	f.w.apply()
+	k := f.w.kinds[0]
+	handler{w: f.w, k: k}.OnAdd(nil, false) // an event at f.now
+	f.now = f.now.Add(time.Second)
+	f.w.recordWatchError(k, errBoom)
+	st := f.w.Status()
+	if !st.Stale || !st.Resources[0].Stale || st.Resources[0].LastError != "boom" || st.Resources[0].Errors != 1 ||
+		f.w.Stats().WatchErrors != 1 {
+		t.Fatalf("after a watch error: %+v", st)
+	}
+	if decide(f.engine, "cluster.local/ns/other/sa/x").Allow {
+		t.Fatal("policies dropped on a watch error")
+	}
+	f.now = f.now.Add(DefaultStaleAfter)
+	if f.w.Status().Stale {
+		t.Fatal("still stale after StaleAfter")
+	}
+	f.now = f.now.Add(time.Second)
+	f.w.recordWatchError(k, errBoom)
+	handler{w: f.w, k: k}.OnDelete(nil) // an event after the error
+	if f.w.Status().Stale {
+		t.Fatal("stale although an event arrived after the error")
+	}
+}
