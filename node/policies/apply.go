@@ -18,7 +18,7 @@ type origin struct {
 	key        objKey
 	uid        types.UID
 	generation int64
-	problem    *Problem
+	problem    *conversionProblem
 	input      bool // passed to Engine.Update
 	report     int  // index into Engine.Update's reports, -1 if not passed
 }

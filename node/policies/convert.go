@@ -18,7 +18,7 @@ import (
 // "<namespace>/istio:<name>".
 const IstioNamePrefix = "istio:"
 
-// Problem kinds of a conversion, as in Problem.Reason and the status
+// Problem kinds of a conversion, as in conversionProblem.Reason, MalformedObject.Reason and the status
 // condition reason.
 const (
 	// ReasonMalformed: the object could not be decoded into the Go type
@@ -29,9 +29,9 @@ const (
 	ReasonUnknownFields = "UnknownFields"
 )
 
-// Problem describes an object that could not be taken as written, and what
+// conversionProblem describes an object that could not be taken as written, and what
 // is enforced instead.
-type Problem struct {
+type conversionProblem struct {
 	Reason string // ReasonMalformed or ReasonUnknownFields
 	Err    error  // the decoder's error
 	// Enforced says what stands in for the object, e.g. "DENY of every
@@ -39,7 +39,7 @@ type Problem struct {
 	Enforced string
 }
 
-func (p *Problem) String() string {
+func (p *conversionProblem) String() string {
 	return fmt.Sprintf("%s: %v; enforced instead: %s (fail closed)", p.Reason, p.Err, p.Enforced)
 }
 
@@ -64,7 +64,7 @@ func (k kind) String() string {
 type result struct {
 	ap      *v1alpha1.AuthorizationPolicy
 	pa      *v1alpha1.PeerAuthentication
-	problem *Problem
+	problem *conversionProblem
 }
 
 // specOnly returns the object's top-level map without status: ambit never
@@ -200,7 +200,7 @@ func convertAP(u *unstructured.Unstructured, istio bool, root string) result {
 	}
 	if unknown && action != string(v1alpha1.ActionAllow) && action != string(v1alpha1.ActionAudit) && action != "" {
 		rename(ap, istio)
-		return result{ap: ap, problem: &Problem{Reason: ReasonUnknownFields, Err: err,
+		return result{ap: ap, problem: &conversionProblem{Reason: ReasonUnknownFields, Err: err,
 			Enforced: "the policy without the unknown fields, as DENY (denies more than written)"}}
 	}
 	reason := ReasonMalformed
@@ -211,7 +211,7 @@ func convertAP(u *unstructured.Unstructured, istio bool, root string) result {
 	metaOnly(u, stand)
 	stand.Spec.Selector = readableSelector(u)
 	scope := scopeText(u.GetNamespace(), stand.Spec.Selector, root)
-	p := &Problem{Reason: reason, Err: err}
+	p := &conversionProblem{Reason: reason, Err: err}
 	switch action {
 	case "", string(v1alpha1.ActionAllow):
 		stand.Spec.Action = v1alpha1.ActionAllow
@@ -248,7 +248,7 @@ func convertPA(u *unstructured.Unstructured, istio bool, root string) result {
 	stand.Spec.Selector = readableSelector(u)
 	stand.Spec.Mtls = &v1alpha1.MutualTLS{Mode: v1alpha1.MTLSStrict}
 	rename(stand, istio)
-	return result{pa: stand, problem: &Problem{Reason: reason, Err: err,
+	return result{pa: stand, problem: &conversionProblem{Reason: reason, Err: err,
 		Enforced: "mTLS STRICT on " + scopeText(u.GetNamespace(), stand.Spec.Selector, root)}}
 }
 

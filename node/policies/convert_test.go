@@ -26,7 +26,7 @@ func TestConvertAuthorizationPolicy(t *testing.T) {
 		wantRules  int
 		wantSel    bool
 		wantReason string
-		wantText   string // in Problem.String()
+		wantText   string // in conversionProblem.String()
 	}{
 		{name: "valid", yaml: apHead + `spec: {action: DENY, selector: {matchLabels: {app: web}}, rules: [{from: [{source: {namespaces: [x]}}]}]}`,
 			wantAction: v1alpha1.ActionDeny, wantRules: 1, wantSel: true},

@@ -27,7 +27,8 @@ type Status struct {
 	// Resources: one per watched resource.
 	Resources []ResourceStatus
 	// Malformed lists the objects not enforced as written at the last
-	// apply (each was replaced by a fail-closed stand-in, see convertAP).
+	// apply (each was replaced by a fail-closed stand-in: package doc, Bad
+	// input).
 	Malformed []MalformedObject
 	// Stale: some watch failed after its last event and less than
 	// Config.StaleAfter ago; the last known policies stay in force.

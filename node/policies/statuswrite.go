@@ -30,7 +30,7 @@ type desired struct {
 // policy set, never from the node, so every node computes the same thing
 // (LastTransitionTime aside, which mergeConditions keeps as found when the
 // status does not change).
-func conditionsFor(rep authz.PolicyReport, p *Problem, generation int64, now metav1.Time) []metav1.Condition {
+func conditionsFor(rep authz.PolicyReport, p *conversionProblem, generation int64, now metav1.Time) []metav1.Condition {
 	if p == nil {
 		return rep.Conditions(now)
 	}
