@@ -250,6 +250,27 @@ func (p *Pod) goLoop(f func()) {
 	}()
 }
 
+// Quiesce keeps accepting until none of the pod's listeners has accepted a
+// connection for quiet, or until ctx is done. A daemon that is being replaced
+// calls it before Stop: its successor has already put its own listeners into
+// the capture's sockmap, so nothing new arrives here, but connections that
+// landed just before the takeover still wait in these listeners' accept
+// queues; stopping at once would leave them to be reset when the listeners
+// close. It returns when the queues have been empty for quiet.
+func (p *Pod) Quiesce(ctx context.Context, quiet time.Duration) {
+	for {
+		since := time.Now().Add(-quiet)
+		if p.out.idleSince(since) && p.plain.idleSince(since) && p.hbone.idleSince(since) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(quiet / 4):
+		}
+	}
+}
+
 // Stop stops accepting on the pod's listeners (without closing them: they
 // belong to the capture), lets live connections drain until ctx is done,
 // then cuts them. It returns ctx.Err() when connections had to be cut.

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -531,4 +532,58 @@ func TestLiveRevokeRace(t *testing.T) {
 		t.Errorf("B stats %+v, want one HBONE and one plaintext connection revoked", s)
 	}
 	waitLen(t, cfgB.Live, 0)
+}
+
+// TestQuiesceServesQueued: connections that keep landing on a pod's
+// listener while the daemon stops (until its successor's takeover of the
+// listeners is complete) are accepted and served: Stop comes only after the
+// listeners have been quiet, instead of leaving late arrivals queued to be
+// reset when the listeners close.
+func TestQuiesceServesQueued(t *testing.T) {
+	e := newFakeEnv(t)
+	b, err := Start(context.Background(), e.config("b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	inb := e.lsB.Inbound.Addr().(*net.TCPAddr).AddrPort()
+	real, _ := echoServer(t)
+	e.fc.mu.Lock()
+	e.fc.alias[inb] = real.String()
+	e.fc.mu.Unlock()
+	// Arrivals every 20 ms for 200 ms, starting as the stop begins.
+	arrived := make(chan net.Conn, 16)
+	go func() {
+		defer close(arrived)
+		for i := 0; i < 10; i++ {
+			c, err := net.Dial("tcp", inb.String())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			arrived <- c
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() {
+		b.Quiesce(ctx, 100*time.Millisecond)
+		stopped <- b.Stop(ctx)
+	}()
+	i := 0
+	for c := range arrived {
+		c.SetDeadline(time.Now().Add(3 * time.Second))
+		if err := roundTrip(c, "late-"+strconv.Itoa(i)); err != nil {
+			t.Errorf("connection %d arriving during the stop: %v", i, err)
+		}
+		c.Close()
+		i++
+	}
+	if err := <-stopped; err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	if s := b.Stats(); s.InboundPlain != 10 {
+		t.Errorf("served %d plaintext connections, want 10", s.InboundPlain)
+	}
 }

@@ -11,7 +11,8 @@ import (
 // capture's sockmap.
 type stoppable struct {
 	net.Listener
-	stopped atomic.Bool
+	stopped    atomic.Bool
+	lastAccept atomic.Int64 // unix nanoseconds of the last accepted connection
 }
 
 type deadliner interface{ SetDeadline(time.Time) error }
@@ -36,8 +37,14 @@ func (s *stoppable) Accept() (net.Conn, error) {
 		}
 		return nil, net.ErrClosed
 	}
+	if err == nil {
+		s.lastAccept.Store(time.Now().UnixNano())
+	}
 	return c, err
 }
+
+// idleSince reports whether nothing was accepted since t.
+func (s *stoppable) idleSince(t time.Time) bool { return s.lastAccept.Load() < t.UnixNano() }
 
 // Close stops Accept; the underlying listener stays open. A listener that
 // cannot take a deadline is closed (its capture then fails closed).

@@ -134,8 +134,17 @@ func (n *Node) PodIDs() []string {
 	return slices.Sorted(maps.Keys(n.pods))
 }
 
-// Close stops every pod's data path concurrently, draining until ctx is
-// done.
+// quietPeriod is how long a pod's listeners must have accepted nothing
+// before Close stops them (see Pod.Quiesce).
+const quietPeriod = 300 * time.Millisecond
+
+// maxQuiesce bounds the wait for quiet listeners: without a successor
+// (the daemon is deleted, not replaced) connections keep arriving.
+const maxQuiesce = 2 * time.Second
+
+// Close stops every pod's data path concurrently: each pod first accepts
+// what is queued on its listeners (Quiesce, at most maxQuiesce), then stops
+// accepting and drains its live connections until ctx is done.
 func (n *Node) Close(ctx context.Context) error {
 	n.mu.Lock()
 	pods := n.pods
@@ -148,6 +157,9 @@ func (n *Node) Close(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			qctx, cancel := context.WithTimeout(ctx, maxQuiesce)
+			p.pod.Quiesce(qctx, quietPeriod)
+			cancel()
 			if err := p.pod.Stop(ctx); err != nil {
 				emu.Lock()
 				errs = append(errs, fmt.Errorf("pod %s: %w", p.spec.PodID, err))
