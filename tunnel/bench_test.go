@@ -345,8 +345,10 @@ var _ = context.Background
 // interleaved blocks is far steadier than absolute figures.
 func BenchmarkRatio(b *testing.B) {
 	set := tuneSettings()
+	var sinkEnv *env
 	paths := func(o envOpt) (mtls, hbone netip.AddrPort) {
 		e := newEnv(b, o)
+		sinkEnv = e
 		m := newMTLSSplice(b, e)
 		mtls = front(b, func() (net.Conn, error) { return m.dialErr(e) }, copySplice)
 		hbone = front(b, func() (net.Conn, error) { return e.cli.Dial(context.Background(), e.req()) },
@@ -355,6 +357,7 @@ func BenchmarkRatio(b *testing.B) {
 	}
 	echoM, echoH := paths(envOpt{settings: set})
 	sinkM, sinkH := paths(envOpt{settings: set, app: sinkApp})
+	sinkCli := sinkEnv.cli
 	rttBlock := func(c net.Conn) float64 {
 		msg, got := make([]byte, 1024), make([]byte, 1024)
 		lat := make([]time.Duration, 0, 500)
@@ -383,6 +386,10 @@ func BenchmarkRatio(b *testing.B) {
 		c.Close()
 		return total / time.Since(t0).Seconds()
 	}
+	perStream8 := 8 << 20 // TUNE_T8MB: MiB per stream of the 8-stream block
+	if v, err := strconv.Atoi(os.Getenv("TUNE_T8MB")); err == nil && v > 0 {
+		perStream8 = v << 20
+	}
 	tput8Block := func(ap netip.AddrPort) float64 {
 		t0 := time.Now()
 		var wg sync.WaitGroup
@@ -394,7 +401,7 @@ func BenchmarkRatio(b *testing.B) {
 			go func() {
 				defer wg.Done()
 				buf := make([]byte, 32<<10)
-				const total = 8 << 20
+				total := perStream8
 				for sent := 0; sent < total; sent += len(buf) {
 					if _, err := c.Write(buf); err != nil {
 						b.Error(err)
@@ -405,7 +412,7 @@ func BenchmarkRatio(b *testing.B) {
 				_, _ = io.ReadAll(c)
 				c.Close()
 				mu.Lock()
-				bytes += total
+				bytes += float64(total)
 				mu.Unlock()
 			}()
 		}
@@ -448,6 +455,9 @@ func BenchmarkRatio(b *testing.B) {
 	b.ReportMetric(med(tputCPU), "tput1-cpu-ratio")
 	b.ReportMetric(med(tput8), "tput8-ratio")
 	b.ReportMetric(med(tput8CPU), "tput8-cpu-ratio")
+	// Connections the bulk-transfer pool key holds at the end (more than
+	// one: the pool grew under write-lock contention).
+	b.ReportMetric(float64(sinkCli.Conns()), "hbone-conns")
 }
 
 // cpuTime is the process's user+system CPU time.
