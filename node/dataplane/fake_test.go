@@ -566,12 +566,19 @@ func TestQuiesceServesQueued(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	// The stop begins once the first arrival has been served.
+	first := <-arrived
+	first.SetDeadline(time.Now().Add(3 * time.Second))
+	if err := roundTrip(first, "first"); err != nil {
+		t.Fatal(err)
+	}
+	first.Close()
 	stopped := make(chan error, 1)
 	go func() {
 		b.Quiesce(ctx, 100*time.Millisecond)
 		stopped <- b.Stop(ctx)
 	}()
-	i := 0
+	i := 1
 	for c := range arrived {
 		c.SetDeadline(time.Now().Add(3 * time.Second))
 		if err := roundTrip(c, "late-"+strconv.Itoa(i)); err != nil {
