@@ -174,7 +174,7 @@ func clientMain(ctx context.Context, args []string) error {
 		answer, err := attempt()
 		if err != nil {
 			fail++
-			fmt.Printf("fail %v\n", err)
+			fmt.Printf("fail %v at=%d\n", err, time.Now().UnixMilli())
 			continue
 		}
 		ok++
