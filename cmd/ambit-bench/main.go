@@ -22,6 +22,8 @@ func main() {
 	flag.IntVar(&w.RTTSamples, "rtt-samples", w.RTTSamples, "timed round trips")
 	flag.DurationVar(&w.ConnectTime, "connect-time", w.ConnectTime, "duration of the new-connection run")
 	quick := flag.Bool("quick", false, "small sizes, for a smoke run")
+	paired := flag.Int("paired", 0, "instead of the full run: this many interleaved mtls/hbone block pairs of bulk throughput (1 and 8 streams), median ratios")
+	pairedBlock := flag.Duration("paired-block", time.Second, "duration of each -paired transfer")
 	flag.Parse()
 	if *quick {
 		w = tunnelbench.Workloads{ThroughputTime: 300 * time.Millisecond, RTTSamples: 300, ConnectTime: 300 * time.Millisecond, ConnectWorkers: 2, IdleConns: []int{100}}
@@ -31,6 +33,17 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *paired > 0 {
+		ps, err := tunnelbench.RunPaired(ctx, *paired, *pairedBlock, []int{1, 8}, func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
+		if err == nil {
+			err = tunnelbench.PairedTable(os.Stdout, ps)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "ambit-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := tunnelbench.Run(ctx, w, func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ambit-bench:", err)

@@ -89,3 +89,38 @@ func TestReportLeavesUnmeasuredOut(t *testing.T) {
 		t.Errorf("measured figure missing: %s", js.String())
 	}
 }
+
+// TestRunPairedSmall runs two short paired blocks per stream count and
+// checks the figures and the table line.
+func TestRunPairedSmall(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures two paths for a few seconds")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ps, err := RunPaired(ctx, 2, 100*time.Millisecond, []int{1, 8}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ps) != 2 || ps[0].Streams != 1 || ps[1].Streams != 8 {
+		t.Fatalf("results %+v", ps)
+	}
+	for _, p := range ps {
+		if len(p.Ratios) != 2 || len(p.HBONE) != 2 || len(p.MTLS) != 2 {
+			t.Fatalf("%d streams: %d ratios, %d hbone, %d mtls figures; want 2 each", p.Streams, len(p.Ratios), len(p.HBONE), len(p.MTLS))
+		}
+		for i, r := range p.Ratios {
+			if !(p.HBONE[i] > 0 && p.MTLS[i] > 0) || r != p.HBONE[i]/p.MTLS[i] {
+				t.Fatalf("%d streams, block %d: hbone %v mtls %v ratio %v", p.Streams, i, p.HBONE[i], p.MTLS[i], r)
+			}
+		}
+	}
+	var buf bytes.Buffer
+	if err := PairedTable(&buf, ps); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "throughput 8 stream(s), 2 paired blocks: hbone/mtls median") {
+		t.Fatalf("table:\n%s", buf.String())
+	}
+}
