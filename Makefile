@@ -65,5 +65,9 @@ bench-all: bench ## Also the package benchmarks: tunnel, CA, policy, tables, cap
 	$(GO) test -run '^$$' -bench PodToPod -benchtime 1000x ./node/dataplane
 
 .PHONY: demo
-demo: ## Narrated demo: a real CA, node certificates, a policy, HBONE between two endpoints.
-	$(GO) run ./cmd/ambit-demo
+demo: deps cluster-bins ## Narrated demo on a real two-node cluster (root): helm install, label, wire, metrics, policy. KEEP=1 keeps it.
+	$(GO) run ./cmd/ambit-demo $(if $(filter 1,$(KEEP)),-keep)
+
+.PHONY: demo-local
+demo-local: ## Narrated demo in one process: a real CA, node certificates, a policy, HBONE between two endpoints.
+	$(GO) run ./cmd/ambit-demo -local
