@@ -474,9 +474,16 @@ func (c *conn) goAway() {
 	c.mu.Unlock()
 	_ = c.writeFrame(func(fr *http2.Framer) error { return fr.WriteGoAway(last, http2.ErrCodeNo, nil) })
 	if empty {
-		c.abort(fmt.Errorf("%w: drained", ErrConnClosed))
+		// Not at once: a stream the peer opened before it read the GOAWAY
+		// must be refused (REFUSED_STREAM, which the client retries on
+		// another connection), not lost with a connection closed on
+		// unread data (a TCP reset the client cannot tell from a failure).
+		time.AfterFunc(goAwayGrace, func() { c.abort(fmt.Errorf("%w: drained", ErrConnClosed)) })
 	}
 }
+
+// goAwayGrace is how long an idle connection stays open after its GOAWAY.
+const goAwayGrace = 250 * time.Millisecond
 
 // abort closes the connection at once and fails every stream with err.
 func (c *conn) abort(err error) {

@@ -1,7 +1,9 @@
 package tunnel
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -43,5 +45,52 @@ func TestProtocolViolationsCloseTheConnection(t *testing.T) {
 				t.Fatal("destination dialed")
 			}
 		})
+	}
+}
+
+// TestShutdownRefusesStreamsRacingTheGoAway: a stream a client opens after
+// the server's GOAWAY was written but before the client read it is refused
+// (REFUSED_STREAM, retried by clients on another connection), not lost with
+// an idle connection closed at once on unread data.
+func TestShutdownRefusesStreamsRacingTheGoAway(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	rc := newRawClient(t, e)
+	app := e.app.String()
+	id := rc.request(":method", "CONNECT", ":authority", app)
+	if got := rc.status(id); got != 200 {
+		t.Fatalf("first stream: %d", got)
+	}
+	_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	waitFor(t, func() bool { return e.srv.Stats().StreamsActive == 0 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.srv.Shutdown(ctx) }()
+	_ = rc.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended before a GOAWAY: %v", err)
+		}
+		if _, ok := f.(*http2.GoAwayFrame); ok {
+			break
+		}
+	}
+	late := rc.request(":method", "CONNECT", ":authority", app)
+	for {
+		f, err := rc.fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("stream %d sent after the GOAWAY was lost with the connection (%v), not refused", late, err)
+		}
+		if r, ok := f.(*http2.RSTStreamFrame); ok && r.StreamID == late {
+			if r.ErrCode != http2.ErrCodeRefusedStream {
+				t.Fatalf("late stream reset with %v, want REFUSED_STREAM", r.ErrCode)
+			}
+			break
+		}
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Shutdown: %v", err)
 	}
 }

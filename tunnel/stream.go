@@ -369,9 +369,14 @@ func (c *conn) streamDone(s *Stream) {
 	c.active--
 	idle := c.active == 0
 	drainDone := idle && (c.draining || c.goneAway) && !c.closed
+	weDrain := c.draining && !c.goneAway
 	c.armIdleLocked()
 	c.mu.Unlock()
-	if drainDone {
+	switch {
+	case drainDone && weDrain:
+		// Our GOAWAY may still be on its way: see goAwayGrace.
+		time.AfterFunc(goAwayGrace, func() { c.abort(fmt.Errorf("%w: drained", ErrConnClosed)) })
+	case drainDone:
 		c.abort(fmt.Errorf("%w: drained", ErrConnClosed))
 	}
 }
