@@ -106,7 +106,7 @@ func Cluster(ctx context.Context, w io.Writer, opts ClusterOptions) (err error) 
 	s.say("images (static Go binaries, no Docker): %s (ambit, ambit-cni) and %s (the demo app), %s", ambitImg.Ref, echoRef, since(t))
 	t = time.Now()
 	copts.Images = []string{ambitImg.Tar, echoTar}
-	c, err := cluster.Start(ctx, nil, copts)
+	c, err := start(ctx, s, copts)
 	if err != nil {
 		return err
 	}
@@ -154,8 +154,24 @@ func Cluster(ctx context.Context, w io.Writer, opts ClusterOptions) (err error) 
 		}
 	}
 	s.step("Done")
-	s.say("scenarios 1, 2, 5 and 4 of the end-to-end suite, in %s.", since(s.t0))
+	s.say("What was observed (scenarios 1, 2, 5 and 4 of the end-to-end suite, in %s):", since(s.t0))
+	for _, f := range s.facts {
+		s.say("  - %s", f)
+	}
 	return nil
+}
+
+// start starts the cluster. One cluster runs on the machine at a time and
+// Start gives up waiting for another after its own timeout (3 minutes, which
+// also bounds the boot): while the failure is that wait, wait again.
+func start(ctx context.Context, s *session, opts cluster.Options) (*cluster.Cluster, error) {
+	for {
+		c, err := cluster.Start(ctx, nil, opts)
+		if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), "waiting for another e2e cluster") {
+			return c, err
+		}
+		s.say("(another e2e cluster still runs on this machine; waiting for it)")
+	}
 }
 
 // keepHelp tells how to use and remove a kept cluster.
@@ -164,7 +180,7 @@ func (s *session) keepHelp(err error) {
 	if err != nil {
 		s.say("(the demo failed: %v; the cluster is left as it was)", err)
 	}
-	s.say("As root, from the repository:")
+	s.say("Everything above is still there (the echo app, the allow-shop policy). As root, from the repository:")
 	s.say("  export KUBECONFIG=%s PATH=$PWD/bin:$PATH", s.c.Kubeconfig)
 	s.say("  kubectl get pods -A -o wide")
 	s.say("  kubectl -n %s logs -l app.kubernetes.io/name=ambit -c ambit | grep '\"log\":\"access\"'", ambitNS)
@@ -196,7 +212,8 @@ func (s *session) install(ctx context.Context, chart, cg string) error {
 	if _, err := s.c.WaitPods(ctx, ambitNS, "app.kubernetes.io/name=ambit", len(s.c.Nodes), cluster.PodReady); err != nil {
 		return err
 	}
-	s.say("(helm install to a Ready daemon on every node: %s)", since(t))
+	took := since(t)
+	s.say("(helm install to a Ready daemon on every node: %s)", took)
 	if _, err := s.kubectl(ctx, 0, "-n", ambitNS, "get", "pods", "-o", "wide"); err != nil {
 		return err
 	}
@@ -207,6 +224,7 @@ func (s *session) install(ctx context.Context, chart, cg string) error {
 		}
 		s.say("%s /etc/cni/net.d: %s", n.Name, chain)
 	}
+	s.fact("helm install: a Ready daemon on each node in %s, ambit-cni chained into each node's CNI config", took)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ambit-mesh/ambit/e2e/cluster"
@@ -56,7 +57,16 @@ func (s *session) label(ctx context.Context) error {
 	if err := s.enrolled(ctx); err != nil {
 		return err
 	}
-	s.say("(label to both running echo pods enrolled by their node's daemon: %s; no pod restarted)", since(t))
+	enrolled := since(t)
+	same2, cross2, err := s.echoPods(ctx)
+	if err != nil {
+		return err
+	}
+	if same2.UID != same.UID || cross2.UID != cross.UID || restarts(same2)+restarts(cross2) != 0 {
+		return errors.New("the echo pods were replaced or restarted by the label")
+	}
+	s.say("(label to both running echo pods enrolled by their node's daemon: %s; neither pod restarted)", enrolled)
+	s.fact("kubectl label: the running pods enrolled in %s, without a restart", enrolled)
 
 	s.say("\nThe same client again, once to the echo pod on its own node and once across nodes,")
 	s.say("with tcpdump on %s's pod bridge (cni0) and eth0:", node1.Name)
@@ -146,9 +156,19 @@ func (s *session) label(ctx context.Context) error {
 			return fmt.Errorf("no %s access line from %s to %s on %s", side.dir, webPrincipal, echoPrincipal, side.node)
 		}
 	}
+	s.fact("on the wire: %d packets between client and server pods, all TCP to port 15008; the app's marker in none", len(on15008))
+	s.fact("each side's access log: source_principal %s, destination_principal %s", webPrincipal, echoPrincipal)
 	s.say("source_principal %s: the client's identity, proven by its certificate", webPrincipal)
 	s.say("destination_principal %s: the server's, checked by the client side", echoPrincipal)
 	return nil
+}
+
+func restarts(p corev1.Pod) int32 {
+	var n int32
+	for _, c := range p.Status.ContainerStatuses {
+		n += c.RestartCount
+	}
+	return n
 }
 
 // pickPacket prefers a packet from the cross-node client (on eth0).
@@ -180,6 +200,7 @@ func (s *session) metrics(ctx context.Context) error {
 		}
 		s.show(lines[0], 0)
 	}
+	s.fact("/metrics of both daemons: ambit_tcp_connections_opened_total with both principals")
 	return nil
 }
 
@@ -249,7 +270,8 @@ func (s *session) policy(ctx context.Context) error {
 	if r.count("fail ") != 1 {
 		return fmt.Errorf("the live connection was not closed by the DENY: %s", r.Logs)
 	}
-	s.say("the live connection, answered %d times, was closed %s after the apply.", r.count("ok "), since(t))
+	cut := since(t)
+	s.say("the live connection, answered %d times, was closed %s after the apply.", r.count("ok "), cut)
 
 	s.say("\nA new connection from web:")
 	var refused clientResult
@@ -274,6 +296,7 @@ func (s *session) policy(ctx context.Context) error {
 		return err
 	}
 	s.show(deny, 0)
+	s.fact("DENY by principal: a live connection closed %s after kubectl apply; new ones refused", cut)
 	if _, err := s.kubectl(ctx, 0, "-n", shopNS, "delete", "authorizationpolicy", "deny-web"); err != nil {
 		return err
 	}
@@ -325,6 +348,7 @@ func (s *session) policy(ctx context.Context) error {
 		return err
 	}
 	s.show(line, 0)
+	s.fact("ALLOW by namespace and port: shop's client in, another namespace's refused")
 	_, err = s.kubectl(ctx, 0, "-n", shopNS, "get", "authorizationpolicies", "-o", "wide")
 	return err
 }

@@ -19,7 +19,9 @@ import (
 func TestCluster(t *testing.T) {
 	cluster.SkipIfUnavailable(t, cluster.Options{})
 	t.Setenv("KEEP", "")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	// Long enough to wait for other packages' clusters (one at a time per
+	// machine) under `make test`'s 45 minutes; the demo itself takes ~1.
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
 	err := Cluster(ctx, &out, ClusterOptions{Logger: slog.New(slog.NewTextHandler(logWriter{t}, nil))})

@@ -27,10 +27,14 @@ import (
 
 // session runs and narrates commands against one cluster.
 type session struct {
-	c  *cluster.Cluster
-	w  io.Writer
-	t0 time.Time
+	c     *cluster.Cluster
+	w     io.Writer
+	t0    time.Time
+	facts []string // the recap at the end
 }
+
+// fact records one line of the recap.
+func (s *session) fact(format string, a ...any) { s.facts = append(s.facts, fmt.Sprintf(format, a...)) }
 
 func (s *session) say(format string, a ...any) { fmt.Fprintf(s.w, format+"\n", a...) }
 
