@@ -42,10 +42,11 @@ func buildChartImage(ctx context.Context, dir string) func() (images.Result, err
 // its init container chains ambit-cni into the node's conflist and copies
 // the binary into the node's CNI bin directory.
 //
-// The daemon container itself is not expected to run: the node daemon mode
-// of cmd/ambit is not built yet. The DaemonSet is therefore held off every
-// node (a nodeSelector) until the CA is Ready, because once ambit-cni is in
-// the conflist every new pod's CNI ADD needs a running daemon.
+// The daemon itself is TestMesh's subject (with the values this machine's
+// emulated nodes need); here the chart runs with its defaults. The DaemonSet
+// is held off every node (a nodeSelector) until the CA is Ready, because once
+// ambit-cni is in the conflist every new pod's CNI ADD outside the excluded
+// namespaces needs a running daemon.
 func helmInstall(ctx context.Context, t *testing.T, c *cluster.Cluster, chart string, image func() (images.Result, error)) {
 	img, err := image()
 	if err != nil {
