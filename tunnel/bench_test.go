@@ -345,10 +345,8 @@ var _ = context.Background
 // interleaved blocks is far steadier than absolute figures.
 func BenchmarkRatio(b *testing.B) {
 	set := tuneSettings()
-	var sinkEnv *env
 	paths := func(o envOpt) (mtls, hbone netip.AddrPort) {
 		e := newEnv(b, o)
-		sinkEnv = e
 		m := newMTLSSplice(b, e)
 		mtls = front(b, func() (net.Conn, error) { return m.dialErr(e) }, copySplice)
 		hbone = front(b, func() (net.Conn, error) { return e.cli.Dial(context.Background(), e.req()) },
@@ -357,7 +355,6 @@ func BenchmarkRatio(b *testing.B) {
 	}
 	echoM, echoH := paths(envOpt{settings: set})
 	sinkM, sinkH := paths(envOpt{settings: set, app: sinkApp})
-	sinkCli := sinkEnv.cli
 	rttBlock := func(c net.Conn) float64 {
 		msg, got := make([]byte, 1024), make([]byte, 1024)
 		lat := make([]time.Duration, 0, 500)
@@ -455,9 +452,6 @@ func BenchmarkRatio(b *testing.B) {
 	b.ReportMetric(med(tputCPU), "tput1-cpu-ratio")
 	b.ReportMetric(med(tput8), "tput8-ratio")
 	b.ReportMetric(med(tput8CPU), "tput8-cpu-ratio")
-	// Connections the bulk-transfer pool key holds at the end (more than
-	// one: the pool grew under write-lock contention).
-	b.ReportMetric(float64(sinkCli.Conns()), "hbone-conns")
 }
 
 // cpuTime is the process's user+system CPU time.

@@ -33,14 +33,6 @@ type ClientConfig struct {
 	// IdleTimeout closes a pooled connection that carried no stream for
 	// this long. Optional: default 5 minutes.
 	IdleTimeout time.Duration
-	// MaxConnsPerKey bounds the connections the pool keeps for one pool
-	// key when it adds them because a connection's write lock is contended
-	// (several streams sending at once serialize their encryption on it).
-	// New streams go to the key's least-loaded connection. Connections
-	// opened because every other one reached its stream limit do not
-	// count against it. Optional: default DefaultMaxConnsPerKey; 1 keeps
-	// one connection per key until it is full.
-	MaxConnsPerKey int
 	// Logger is optional (default: discard).
 	Logger *slog.Logger
 	// Hooks are optional.
@@ -84,9 +76,6 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
-	}
-	if cfg.MaxConnsPerKey <= 0 {
-		cfg.MaxConnsPerKey = DefaultMaxConnsPerKey
 	}
 	log := cfg.Logger
 	if log == nil {

@@ -46,12 +46,6 @@ type conn struct {
 	wdlSet  time.Time // write deadline currently set
 	werr    error
 	maxSend uint32 // largest DATA payload we send (guarded by mu)
-	// Write-lock contention among DATA writers (see lockData), guarded by wmu.
-	contStart time.Time
-	contN     int
-	// client: called (with wmu held; it must not block) when writers
-	// queued on wmu contendBurst times within contendWindow.
-	onContended func()
 
 	mu            sync.Mutex
 	streams       map[uint32]*Stream
@@ -379,45 +373,6 @@ func (c *conn) writeFrame(fn func(*http2.Framer) error) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.writeLocked(fn)
-}
-
-// writeData is writeFrame for a stream's DATA, noting contention for the
-// write lock among senders (see lockData).
-func (c *conn) writeData(fn func(*http2.Framer) error) error {
-	c.lockData()
-	defer c.wmu.Unlock()
-	return c.writeLocked(fn)
-}
-
-// Contention: contendBurst DATA writers that found wmu held within
-// contendWindow mean the connection's one writer at a time is a
-// bottleneck (several streams sending at once, each encrypting under the
-// lock); the pool then adds a connection for the key (pool.grow). Other
-// frames (a burst of CONNECT requests, WINDOW_UPDATEs) are small and do
-// not count.
-const (
-	contendWindow = 100 * time.Millisecond
-	contendBurst  = 32
-)
-
-// lockData takes wmu for a DATA write, noting contention: the uncontended
-// path costs what Lock does.
-func (c *conn) lockData() {
-	if c.wmu.TryLock() {
-		return
-	}
-	c.wmu.Lock()
-	if c.onContended == nil {
-		return
-	}
-	now := time.Now()
-	if now.Sub(c.contStart) > contendWindow {
-		c.contStart, c.contN = now, 0
-	}
-	c.contN++
-	if c.contN == contendBurst {
-		c.onContended()
-	}
 }
 
 func (c *conn) writeLocked(fn func(*http2.Framer) error) error {

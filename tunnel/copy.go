@@ -152,7 +152,7 @@ func (s *Stream) writeInPlace(buf []byte, off, n int) (int, error) {
 		h[3], h[4] = byte(http2.FrameData), 0
 		binary.BigEndian.PutUint32(h[5:], s.id&(1<<31-1))
 		frame := buf[off-frameHeaderLen : off+k]
-		err = s.c.writeData(func(*http2.Framer) error {
+		err = s.c.writeFrame(func(*http2.Framer) error {
 			if s.rstSent || s.endSent {
 				return nil
 			}

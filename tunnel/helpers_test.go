@@ -64,7 +64,6 @@ type envOpt struct {
 	v6       bool
 	logger   *slog.Logger // server logger; default testLogger
 	hooks    Hooks        // client hooks
-	maxConns int          // client MaxConnsPerKey
 }
 
 func newEnv(t testing.TB, o envOpt) *env {
@@ -143,7 +142,6 @@ func newEnv(t testing.TB, o envOpt) *env {
 	}()
 	e.cli, err = NewClient(ClientConfig{
 		SVIDs: e.cliSVIDs, Bundles: e.bundles, Logger: testLogger(t), Settings: o.settings, IdleTimeout: o.idle, Hooks: o.hooks,
-		MaxConnsPerKey: o.maxConns,
 		Dial: func(ctx context.Context, _ netip.Addr, dst netip.AddrPort) (net.Conn, error) {
 			e.tunDials.Add(1)
 			var d net.Dialer

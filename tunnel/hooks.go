@@ -85,7 +85,6 @@ func (h Hooks) end(ci *ConnInfo) {
 type Stats struct {
 	TunnelsAccepted  int64 // server: TCP connections accepted on HBONE listeners
 	TunnelsDialed    int64 // client: HTTP/2 connections established
-	TunnelsGrown     int64 // client: of those, added to a key whose connection's write lock was contended
 	TunnelDialErrors int64 // client: dials or handshakes that failed
 	TLSFailures      int64 // handshakes failed (garbage, bad certificate, timeout)
 	IdentityErrors   int64 // client: server identity not expected / no own certificate
@@ -104,7 +103,7 @@ type Stats struct {
 }
 
 type counters struct {
-	tunnelsAccepted, tunnelsDialed, tunnelsGrown, tunnelDialErrors, tlsFailures, identityErrors,
+	tunnelsAccepted, tunnelsDialed, tunnelDialErrors, tlsFailures, identityErrors,
 	protocolErrors, streams, streamsActive, badRequests, denied, upstreamFailures,
 	resets, revoked, keepaliveDeaths, writeTimeouts, bytesSent, bytesRecv atomic.Int64
 }
@@ -113,7 +112,6 @@ func (c *counters) snapshot() Stats {
 	return Stats{
 		TunnelsAccepted:  c.tunnelsAccepted.Load(),
 		TunnelsDialed:    c.tunnelsDialed.Load(),
-		TunnelsGrown:     c.tunnelsGrown.Load(),
 		TunnelDialErrors: c.tunnelDialErrors.Load(),
 		TLSFailures:      c.tlsFailures.Load(),
 		IdentityErrors:   c.identityErrors.Load(),

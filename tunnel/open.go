@@ -109,15 +109,6 @@ func (c *conn) respond(s *Stream, status int, end bool) error {
 	return err
 }
 
-// load reports how many streams a client connection carries and whether
-// it can take one more.
-func (c *conn) load() (int, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ok := !c.closed && !c.goneAway && !c.draining && uint32(c.active) < min(c.set.MaxStreamsPerConn, c.peerMaxStream)
-	return c.active, ok
-}
-
 // tryReserve takes a stream slot on a client connection, if it can take
 // one more stream.
 func (c *conn) tryReserve() bool {

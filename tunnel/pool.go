@@ -44,23 +44,17 @@ type dialCall struct {
 }
 
 type pool struct {
-	cl       *Client
-	maxConns int // connections per key opened for write contention (see grow)
-
-	ctx    context.Context // cancelled by close: ends background dials
-	cancel context.CancelFunc
+	cl *Client
 
 	mu      sync.Mutex
 	conns   map[poolKey][]*conn
 	dialing map[poolKey]*dialCall
 	closed  bool
-	wg      sync.WaitGroup // read loops and background dials
+	wg      sync.WaitGroup // read loops
 }
 
 func newPool(cl *Client) *pool {
-	ctx, cancel := context.WithCancel(context.Background())
-	return &pool{cl: cl, maxConns: cl.cfg.MaxConnsPerKey, ctx: ctx, cancel: cancel,
-		conns: map[poolKey][]*conn{}, dialing: map[poolKey]*dialCall{}}
+	return &pool{cl: cl, conns: map[poolKey][]*conn{}, dialing: map[poolKey]*dialCall{}}
 }
 
 func (p *pool) size() int {
@@ -73,9 +67,8 @@ func (p *pool) size() int {
 	return n
 }
 
-// get returns a connection for key with one stream slot reserved: the
-// least-loaded connection with room, or a new one dialed (once, for all
-// concurrent callers) when none has room.
+// get returns a connection for key with one stream slot reserved, dialing
+// one (once, for all concurrent callers) when none has room.
 func (p *pool) get(ctx context.Context, key poolKey, r DialRequest) (*conn, error) {
 	for {
 		p.mu.Lock()
@@ -83,9 +76,11 @@ func (p *pool) get(ctx context.Context, key poolKey, r DialRequest) (*conn, erro
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if c := p.reserveLocked(key); c != nil {
-			p.mu.Unlock()
-			return c, nil
+		for _, c := range p.conns[key] {
+			if c.tryReserve() {
+				p.mu.Unlock()
+				return c, nil
+			}
 		}
 		if dc := p.dialing[key]; dc != nil {
 			p.mu.Unlock()
@@ -104,87 +99,25 @@ func (p *pool) get(ctx context.Context, key poolKey, r DialRequest) (*conn, erro
 		p.mu.Unlock()
 
 		c, err := p.dial(ctx, key, r)
-		if err = p.finishDial(key, dc, c, err); err != nil {
+		p.mu.Lock()
+		delete(p.dialing, key)
+		if err == nil {
+			if p.closed {
+				err = ErrClosed
+			} else {
+				p.conns[key] = append(p.conns[key], c)
+			}
+		}
+		p.mu.Unlock()
+		dc.err = err
+		close(dc.done)
+		if err != nil {
+			if c != nil {
+				c.abort(err)
+			}
 			return nil, err
 		}
 	}
-}
-
-// reserveLocked reserves a stream slot on the key's connection carrying
-// the fewest streams, so streams spread over the connections grow added.
-// Called with p.mu held.
-func (p *pool) reserveLocked(key poolKey) *conn {
-	cs := p.conns[key]
-	for range cs {
-		var best *conn
-		bestLoad := 0
-		for _, c := range cs {
-			if n, ok := c.load(); ok && (best == nil || n < bestLoad) {
-				best, bestLoad = c, n
-			}
-		}
-		if best == nil {
-			return nil
-		}
-		if best.tryReserve() {
-			return best
-		}
-		// It closed or filled up between load and tryReserve: look again.
-	}
-	return nil
-}
-
-// finishDial publishes the outcome of the dial dc stood for.
-func (p *pool) finishDial(key poolKey, dc *dialCall, c *conn, err error) error {
-	p.mu.Lock()
-	delete(p.dialing, key)
-	if err == nil {
-		if p.closed {
-			err = ErrClosed
-		} else {
-			p.conns[key] = append(p.conns[key], c)
-		}
-	}
-	p.mu.Unlock()
-	dc.err = err
-	close(dc.done)
-	if err != nil && c != nil {
-		c.abort(err)
-	}
-	return err
-}
-
-// grow adds a connection for key in the background when one of its
-// connections reports DATA write-lock contention (conn.lockData), unless the
-// key already has maxConns connections or a dial in flight. It never
-// blocks: it runs with the contended connection's write lock held. New
-// streams then go to the least-loaded connection (reserveLocked); streams
-// already open stay where they are. The extra connection is an ordinary
-// pooled one and closes after IdleTimeout without streams.
-func (p *pool) grow(key poolKey, r DialRequest) {
-	p.mu.Lock()
-	if p.closed || p.dialing[key] != nil || len(p.conns[key]) >= p.maxConns {
-		p.mu.Unlock()
-		return
-	}
-	dc := &dialCall{done: make(chan struct{})}
-	p.dialing[key] = dc
-	p.wg.Add(1)
-	p.mu.Unlock()
-	go func() {
-		defer p.wg.Done()
-		c, err := p.dial(p.ctx, key, r)
-		if p.finishDial(key, dc, c, err) == nil {
-			p.cl.ctr.tunnelsGrown.Add(1)
-			p.cl.log.Debug("hbone: added a connection for a contended pool key", "source", key.source.String(), "tunnel", key.tunnel, "conns", p.keyConns(key))
-		}
-	}()
-}
-
-func (p *pool) keyConns(key poolKey) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.conns[key])
 }
 
 // dial opens, authenticates and starts one HBONE connection.
@@ -233,9 +166,6 @@ func (p *pool) dial(ctx context.Context, key poolKey, r DialRequest) (*conn, err
 		return fail(fmt.Errorf("%w: connection failed right after the handshake (certificate refused?): %w", ErrTLS, err))
 	}
 	c.onClose = func(c *conn) { p.remove(key, c) }
-	if p.maxConns > 1 {
-		c.onContended = func() { p.grow(key, r) }
-	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -275,7 +205,6 @@ func (p *pool) remove(key poolKey, c *conn) {
 }
 
 func (p *pool) close() {
-	p.cancel()
 	p.mu.Lock()
 	p.closed = true
 	var all []*conn

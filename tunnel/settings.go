@@ -66,7 +66,6 @@ const (
 	DefaultKeepaliveTimeout     = 20 * time.Second
 	DefaultConnectTimeout       = 10 * time.Second
 	DefaultIdleTimeout          = 5 * time.Minute
-	DefaultMaxConnsPerKey       = 2
 
 	minFrameSize = 16 << 10
 	maxFrameSize = 1<<24 - 1

@@ -196,7 +196,7 @@ func (s *Stream) Write(p []byte) (int, error) {
 		if err != nil {
 			return written, err
 		}
-		err = s.c.writeData(func(fr *http2.Framer) error {
+		err = s.c.writeFrame(func(fr *http2.Framer) error {
 			if s.rstSent || s.endSent {
 				return nil // the stream is gone on the wire; the reset is reported below
 			}
