@@ -112,6 +112,9 @@ func Cluster(ctx context.Context, w io.Writer, opts ClusterOptions) (err error) 
 	}
 	s.c = c
 	defer func() {
+		if err != nil && ctx.Err() == nil {
+			s.diagnose()
+		}
 		if opts.Keep {
 			s.keepHelp(err)
 			return
@@ -172,6 +175,27 @@ func start(ctx context.Context, s *session, opts cluster.Options) (*cluster.Clus
 		}
 		s.say("(another e2e cluster still runs on this machine; waiting for it)")
 	}
+}
+
+// diagnose prints, after a failed step, what helps to see why: the pods
+// and the tail of each daemon's log.
+func (s *session) diagnose() {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s.step("The demo failed; the state of the cluster")
+	out, _ := s.c.Kubectl(ctx, "get", "pods", "-A", "-o", "wide")
+	s.show(out, 0)
+	for _, n := range s.c.Nodes {
+		d, err := s.daemon(ctx, n.Name)
+		if err != nil {
+			s.say("%v", err)
+			continue
+		}
+		out, _ := s.c.Kubectl(ctx, "-n", ambitNS, "logs", d.Name, "-c", "ambit", "--tail=30")
+		s.say("daemon %s on %s, last lines:", d.Name, n.Name)
+		s.show(out, 0)
+	}
+	s.say("(component logs are kept in e2e/.work/last-logs after the tear-down)")
 }
 
 // keepHelp tells how to use and remove a kept cluster.
