@@ -446,6 +446,24 @@ func (m *Manager) Dial(ctx context.Context, id, network, address string) (net.Co
 	return dialIn(ctx, ns, m.opts.Mark, network, address)
 }
 
+// Recorded lists the pods whose capture state a process recorded (those
+// Recover would re-apply), without touching the kernel: a successor reads
+// them first to prepare what their data paths need (certificates) before
+// Recover moves their connections to it.
+func (m *Manager) Recorded() ([]PodNetns, error) {
+	ids, err := m.stateIDs()
+	if err != nil {
+		return nil, err
+	}
+	var out []PodNetns
+	for _, id := range ids {
+		if st, err := m.readState(id); err == nil && st != nil {
+			out = append(out, st.Pod)
+		}
+	}
+	return out, nil
+}
+
 // Recover re-applies every pod recorded in the state directory (after a
 // daemon restart): programs are checked, this process's listeners are
 // swapped in. A pod whose netns is gone is removed. It returns the pods it

@@ -131,6 +131,10 @@ func TestTakeoverRefusesNothing(t *testing.T) {
 
 	m2 := newManager(t, pinDir, stateDir)
 	t.Cleanup(func() { m2.Uninstall(context.Background()) })
+	// What a successor prepares for, read before anything moves.
+	if rec, err := m2.Recorded(); err != nil || len(rec) != 1 || rec[0].ID != "pod-b" || len(rec[0].Addresses) == 0 {
+		t.Fatalf("recorded: %v %v", rec, err)
+	}
 	got, err := m2.Recover(ctx)
 	if err != nil || len(got) != 1 || got[0].ID != "pod-b" {
 		t.Fatalf("recover: %v %v", got, err)
