@@ -266,7 +266,8 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	enr = newEnroller(enrollerConfig{
 		LocalNode: cfg.NodeName, TrustDomain: a.td, Tables: tbl, Capture: capture, Data: node,
-		Prefetch: ids.Prefetch,
+		Acquire:  ids.Acquire,
+		Release:  ids.Release,
 		FindPod:  func(addr netip.Addr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
 		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
 		Synced:   synced,
@@ -304,11 +305,13 @@ func (a *agent) run(ctx context.Context) error {
 	if err := synced(ctx); err != nil {
 		return err
 	}
-	recovered, err := capture.Recover(ctx)
+	recorded, err := capture.Recorded()
 	if err != nil {
-		a.log.Error("capture recovery incomplete", "err", err)
+		return fmt.Errorf("capture state: %w", err)
 	}
-	enr.Recover(ctx, recovered)
+	if err := enr.Recover(ctx, recorded, capture.Recover); err != nil {
+		return err
+	}
 	goRun("enrolment", func(ctx context.Context) error { enr.Run(ctx); return nil })
 
 	cni, err := cniserver.New(cniserver.Options{SocketPath: cfg.CNISocket, Capture: enr, Enrol: enr.Enrol,

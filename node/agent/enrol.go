@@ -52,8 +52,12 @@ type enrollerConfig struct {
 	Tables      tablesAPI
 	Capture     captureAPI
 	Data        dataplaneAPI
-	// Prefetch obtains the pod's certificate before its data path starts.
-	Prefetch func(ctx context.Context, id spiffeid.ID) error
+	// Acquire obtains the pod's certificate before its data path starts and
+	// holds a reference to the identity; Release drops it when the pod is
+	// released, so a node stops renewing identities it no longer runs (the
+	// CA would refuse them anyway).
+	Acquire func(ctx context.Context, id spiffeid.ID) error
+	Release func(id spiffeid.ID)
 	// FindPod finds a running pod's namespace by address (redirect.FindPod
 	// on the runtime's netns directory).
 	FindPod func(addr netip.Addr) (redirect.Found, error)
@@ -436,10 +440,11 @@ func (e *enroller) enrol(ctx context.Context, uid string, pod redirect.PodNetns,
 		}
 		return cause
 	}
-	if err := e.cfg.Prefetch(ctx, spec.Identity); err != nil {
+	if err := e.cfg.Acquire(ctx, spec.Identity); err != nil {
 		return undo(fmt.Errorf("certificate for %s: %w", spec.Identity, err))
 	}
 	if err := e.cfg.Data.Set(ctx, spec); err != nil {
+		e.cfg.Release(spec.Identity)
 		return undo(fmt.Errorf("data path: %w", err))
 	}
 	e.mu.Lock()
@@ -469,6 +474,7 @@ func (e *enroller) release(ctx context.Context, uid string, cur *enrolledPod) er
 	delete(e.pods, uid)
 	delete(e.byCapture, cur.CaptureID)
 	e.mu.Unlock()
+	e.cfg.Release(cur.Spec.Identity)
 	e.releases.Add(1)
 	e.log.Info("pod released", "pod", cur.Namespace+"/"+cur.Name, "capture", cur.CaptureID)
 	return nil
@@ -493,12 +499,19 @@ func (e *enroller) spec(captureID string, w tables.Workload, addrs []netip.Addr)
 		Workload: authz.Workload{Namespace: w.Namespace, Name: w.Name, Labels: w.Labels.Map(), Identity: id}}, nil
 }
 
-// Recover adopts the pods a previous process captured (redirect.Recover
-// re-applied them): those the tables still enrol here get a data path,
-// the others lose their capture. Then every enrolled pod is marked, so pods
+// Recover takes over the pods a previous process captured. recorded is
+// what it left (redirect.Manager.Recorded); takeover moves the capture of
+// all of them to this process (redirect.Manager.Recover) and returns the
+// pods it re-applied. Before the takeover, the certificate of every pod
+// still enrolled here is obtained: from the moment its connections land on
+// this process, its data path must be able to handshake. (During a rolling
+// upgrade the old daemon keeps serving until then; while the CA is
+// unreachable this waits, and readiness says so.) Pods no longer enrolled
+// here lose their capture. Afterwards every enrolled pod is marked, so pods
 // labelled while no daemon ran are enrolled too.
-func (e *enroller) Recover(ctx context.Context, recovered []redirect.PodNetns) {
-	for _, p := range recovered {
+func (e *enroller) Recover(ctx context.Context, recorded []redirect.PodNetns, takeover func(context.Context) ([]redirect.PodNetns, error)) error {
+	adopt := map[string]tables.Workload{} // capture ID -> workload
+	for _, p := range recorded {
 		var w tables.Workload
 		ok := false
 		for _, a := range p.Addresses {
@@ -513,6 +526,42 @@ func (e *enroller) Recover(ctx context.Context, recovered []redirect.PodNetns) {
 			}
 			continue
 		}
+		adopt[p.ID] = w
+	}
+	// Certificates first, in parallel (one identity may serve many pods).
+	var wg sync.WaitGroup
+	acquired := make(map[string]bool, len(adopt))
+	var amu sync.Mutex
+	for id, w := range adopt {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			spec, err := e.spec(id, w, nil)
+			if err == nil {
+				err = e.cfg.Acquire(ctx, spec.Identity)
+			}
+			if err != nil {
+				e.log.Warn("recovery: certificate", "pod", w.Namespace+"/"+w.Name, "err", err)
+				return
+			}
+			amu.Lock()
+			acquired[id] = true
+			amu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	recovered, err := takeover(ctx)
+	if err != nil {
+		e.log.Error("capture recovery incomplete", "err", err)
+	}
+	for _, p := range recovered {
+		w, ok := adopt[p.ID]
+		if !ok || !acquired[p.ID] {
+			continue // removed above, or retried by the reconcile below
+		}
 		unlock := e.lock(w.UID)
 		spec, err := e.spec(p.ID, w, p.Addresses)
 		if err == nil {
@@ -525,11 +574,13 @@ func (e *enroller) Recover(ctx context.Context, recovered []redirect.PodNetns) {
 			e.mu.Unlock()
 			e.log.Info("recovery: pod adopted", "pod", w.Namespace+"/"+w.Name, "capture", p.ID)
 		} else {
+			e.cfg.Release(spec.Identity)
 			e.log.Warn("recovery: data path", "pod", w.Namespace+"/"+w.Name, "err", err)
 		}
 		unlock()
 	}
 	e.markAll()
+	return nil
 }
 
 // Pending lists, for readiness, the pods the tables enrol here that have no

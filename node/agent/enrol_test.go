@@ -166,6 +166,7 @@ type fixture struct {
 	netns    string // a file standing in for a pod netns
 	found    map[netip.Addr]redirect.Found
 	prefetch []spiffeid.ID
+	refs     map[spiffeid.ID]int
 	pfErr    error
 	mu       sync.Mutex
 }
@@ -175,18 +176,26 @@ func newFixture(t *testing.T) *fixture {
 	fx := &fixture{t: t, tables: &fakeTables{pods: map[string]tables.Workload{}, nss: map[string]bool{}},
 		capture: &fakeCapture{applied: map[string]redirect.PodNetns{}, cfgs: map[string]redirect.Config{}},
 		data:    &fakeData{pods: map[string]dataplane.PodSpec{}},
-		netns:   filepath.Join(dir, "cni-1234"), found: map[netip.Addr]redirect.Found{}}
+		netns:   filepath.Join(dir, "cni-1234"), found: map[netip.Addr]redirect.Found{}, refs: map[spiffeid.ID]int{}}
 	if err := os.WriteFile(fx.netns, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fx.e = newEnroller(enrollerConfig{
 		LocalNode: "node-1", TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
 		Tables: fx.tables, Capture: fx.capture, Data: fx.data,
-		Prefetch: func(_ context.Context, id spiffeid.ID) error {
+		Acquire: func(_ context.Context, id spiffeid.ID) error {
 			fx.mu.Lock()
 			defer fx.mu.Unlock()
 			fx.prefetch = append(fx.prefetch, id)
+			if fx.pfErr == nil {
+				fx.refs[id]++
+			}
 			return fx.pfErr
+		},
+		Release: func(id spiffeid.ID) {
+			fx.mu.Lock()
+			defer fx.mu.Unlock()
+			fx.refs[id]--
 		},
 		FindPod: func(a netip.Addr) (redirect.Found, error) {
 			if f, ok := fx.found[a]; ok {
@@ -377,6 +386,11 @@ func TestLabelEnrolsRunningPods(t *testing.T) {
 	if _, ok := fx.data.spec("c1"); ok {
 		t.Error("data path left")
 	}
+	for id, n := range fx.refs {
+		if n != 0 {
+			t.Errorf("identity %s still holds %d references after release", id, n)
+		}
+	}
 }
 
 // A pod whose netns cannot be found is reported by readiness with the
@@ -438,8 +452,9 @@ func TestNewSandboxReplaces(t *testing.T) {
 	}
 }
 
-// Recovery adopts the captured pods that are still enrolled here and removes
-// the others' capture.
+// Recovery obtains the certificates of the captured pods still enrolled
+// here before it takes their capture over, adopts them, and removes the
+// others' capture.
 func TestRecover(t *testing.T) {
 	fx := newFixture(t)
 	fx.tables.label("shop", true)
@@ -447,10 +462,20 @@ func TestRecover(t *testing.T) {
 	gone := netip.MustParseAddr("10.250.0.9")
 	fx.capture.applied["c1"] = redirect.PodNetns{ID: "c1"}
 	fx.capture.applied["c9"] = redirect.PodNetns{ID: "c9"}
-	fx.e.Recover(context.Background(), []redirect.PodNetns{
-		{ID: "c1", Addresses: []netip.Addr{ipA}},
-		{ID: "c9", Addresses: []netip.Addr{gone}},
+	recorded := []redirect.PodNetns{{ID: "c1", Addresses: []netip.Addr{ipA}}, {ID: "c9", Addresses: []netip.Addr{gone}}}
+	tookOver := false
+	err := fx.e.Recover(context.Background(), recorded, func(context.Context) ([]redirect.PodNetns, error) {
+		fx.mu.Lock()
+		defer fx.mu.Unlock()
+		if len(fx.prefetch) != 1 || fx.prefetch[0].String() != "spiffe://cluster.local/ns/shop/sa/web" {
+			t.Errorf("takeover before the certificate: acquired %v", fx.prefetch)
+		}
+		tookOver = true
+		return recorded[:1], nil
 	})
+	if err != nil || !tookOver {
+		t.Fatalf("Recover: %v (takeover %v)", err, tookOver)
+	}
 	if got := fx.capture.ids(); !slices.Equal(got, []string{"c1"}) {
 		t.Errorf("capture %v, want [c1]", got)
 	}
@@ -460,5 +485,12 @@ func TestRecover(t *testing.T) {
 	snap := fx.e.Snapshot()
 	if len(snap) != 1 || snap[0].Via != "recovered" || snap[0].Pod != "shop/web-1" {
 		t.Errorf("snapshot %+v", snap)
+	}
+	// Releasing it drops the identity's reference.
+	if err := fx.e.Remove(context.Background(), redirect.PodNetns{ID: "c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if n := fx.refs[spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web")]; n != 0 {
+		t.Errorf("identity references after release: %d", n)
 	}
 }
