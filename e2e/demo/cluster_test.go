@@ -42,7 +42,7 @@ func TestCluster(t *testing.T) {
 		{"a metrics line", `(?m)^    ambit_tcp_connections_opened_total\{.*destination_principal="cluster.local/ns/shop/sa/echo".*source_principal="cluster.local/ns/shop/sa/web".*\} [1-9]`},
 		{"the DENY policy applied", `(?m)^\$ kubectl apply -f - <<EOF\n(.*\n)*? +action: DENY$`},
 		{"the live connection closed", `the live connection, answered \d+ times, was closed`},
-		{"the new connection refused", `refused \(fail `},
+		{"the new connection refused", `(?m)^refused: no answer\. The server side`},
 		{"the DENY in the access log", `"response_flags":"DENY"`},
 		{"the ALLOW success", `(?m)^    ok echo-\S+ peer=\S+ local=\S+ got=ALLOWED$`},
 		{"another namespace refused under the ALLOW", `"source_principal":"cluster.local/ns/other/sa/default",.*"response_flags":"DENY"`},
