@@ -146,22 +146,23 @@
 // # One connection per pool key: a second one was tried and not kept
 //
 // Eight streams of one pool key share one TLS connection, so each endpoint
-// encrypts them under the write lock and decrypts them in the read loop,
-// one goroutine at a time, where eight mTLS connections spread that work
-// over both cores. The fix tried first (commit 1b7f61f, reverted by the
-// commit that wrote this section): a DATA writer that found the write lock held counted
-// one contention; 32 within 100 ms made the pool dial one more connection
-// for the key in the background, up to ClientConfig.MaxConnsPerKey
-// (default 2), and new streams went to the key's least-loaded connection.
-// It stayed inside hbone.md's pooling rules: a connection still opens when
-// the next stream would exceed min(100, MAX_CONCURRENT_STREAMS) on every
-// other one, the extra dial was single-flight per key like every dial (a
-// burst of CONNECTs did not count as contention, so 50 concurrent callers
-// still made one dial), idle connections left after 5 minutes and GOAWAY
-// behaved as before; it only added a bounded second connection that the
-// same source identity authenticates with the same expected peer. Tests
-// covered the spreading, the bound, the idle close of the extra connection,
-// key and identity separation, and Close ending a pending background dial.
+// encrypts them under the write lock and decrypts them in the read loop, one
+// goroutine at a time, where eight mTLS connections spread that work over
+// both cores. The fix tried first (commit 1b7f61f, reverted by the commit
+// that wrote this section): a DATA writer that found the write lock held
+// counted one contention; 32 within 100 ms made the pool dial one more
+// connection for the key in the background, up to
+// ClientConfig.MaxConnsPerKey (default 2), and new streams went to the key's
+// least-loaded connection. It stayed inside hbone.md's pooling rules: a
+// connection still opens when the next stream would exceed min(100,
+// MAX_CONCURRENT_STREAMS) on every other one, the extra dial was
+// single-flight per key like every dial (a burst of CONNECTs did not count
+// as contention, so 50 concurrent callers still made one dial), idle
+// connections left after 5 minutes and GOAWAY behaved as before; it only
+// added a bounded second connection that the same source identity
+// authenticates with the same expected peer. Tests covered the spreading,
+// the bound, the idle close of the extra connection, key and identity
+// separation, and Close ending a pending background dial.
 //
 // It was measured against the code before it, the two builds run
 // alternately, on the 2-core machine under load averages of 1.5-7 (other
