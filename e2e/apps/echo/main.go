@@ -22,6 +22,32 @@
 //	    first error prints "fail <unix ms> <error>" and ends it (exit 1). A
 //	    long-lived connection, for tests that must see when it is cut.
 //
+//	echo server -listen :8080 -bench-listen :8081
+//	    Also serves the bench protocol on the second port (bench.go): after a
+//	    header line ("rr N", "sink N", "source N") it answers
+//	    "ok peer=<client address>" and echoes N-byte messages, swallows N
+//	    bytes then says "done N", or sends N bytes. Nothing is logged per
+//	    message.
+//
+//	echo client -bench rr,connect,bulk,bulk-down,watch -target HOST:BENCHPORT [-size B] [-n N] [-warmup W] [-bytes B]
+//	    Runs the named modes in order against a bench port and prints one
+//	    result line each, "bench mode=<m> key=value ...":
+//	      rr: one connection, N (5000) B-byte (1024) exchanges after W (100)
+//	        untimed ones: n, p50_us, p90_us, p99_us, mean_us, min_us, max_us;
+//	      connect: N (1000) new connections, each dial + header + one B-byte
+//	        exchange + close, timed whole: the same fields;
+//	      bulk (bulk-up) / bulk-down: N (3) transfers of B (256 MiB) bytes, each
+//	        on a new connection, client to server / server to client:
+//	        MBps_median, MBps_min, MBps_max (MB = 10^6 bytes);
+//	      watch: a new connection every -interval until the server sees
+//	        -until-peer as the client's host (or -duration passes), printing
+//	        "watch at=<unix ms> peer=<addr>" at each change of the peer host
+//	        and "watch at=<unix ms> fail=<error>" per failure: when ambit
+//	        takes over the connections, the peer becomes the destination
+//	        pod's own address.
+//	    Every line carries peer=<what the server saw>. A failure prints
+//	    "bench mode=<m> error=<quoted>" and exits 1.
+//
 //	echo files PATH...
 //	    Prints each file ("file <path>" then its content), then waits for
 //	    SIGTERM: a long-running pod that shows what a hostPath mount holds on
@@ -77,6 +103,7 @@ func serverMain(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "TCP address to listen on")
 	name := fs.String("name", "", "name in answers (default $POD_NAME, then the hostname)")
+	benchListen := fs.String("bench-listen", "", "also serve the bench protocol on this TCP address (see bench.go)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -91,7 +118,21 @@ func serverMain(ctx context.Context, args []string) error {
 		return err
 	}
 	fmt.Printf("listening %s name=%s\n", ln.Addr(), *name)
-	return serve(ctx, ln, *name, os.Stdout)
+	if *benchListen == "" {
+		return serve(ctx, ln, *name, os.Stdout)
+	}
+	bln, err := net.Listen("tcp", *benchListen)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	fmt.Printf("bench listening %s\n", bln.Addr())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 2)
+	go func() { errc <- serve(ctx, ln, *name, os.Stdout); cancel() }()
+	go func() { errc <- serveBench(ctx, bln, os.Stdout); cancel() }()
+	return errors.Join(<-errc, <-errc)
 }
 
 // serve answers connections on ln until ctx ends.
@@ -147,8 +188,22 @@ func clientMain(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 5*time.Second, "per-attempt timeout")
 	connectOnly := fs.Bool("connect-only", false, "only open the connection; send nothing")
 	hold := fs.Bool("hold", false, "one connection, TEXT sent every interval")
+	bench := fs.String("bench", "", "bench modes to run in order, comma separated: rr, connect, bulk (bulk-up), bulk-down, watch")
+	size := fs.Int("size", 1024, "bench rr/connect: message size in bytes")
+	n := fs.Int("n", 0, "bench: rr exchanges, connect connections or bulk transfers (0: 5000, 1000, 3)")
+	warmup := fs.Int("warmup", 100, "bench rr/connect: exchanges or connections not counted, first")
+	bytes := fs.Int64("bytes", 256<<20, "bench bulk: bytes per transfer")
+	duration := fs.Duration("duration", time.Minute, "bench watch: give up after this long")
+	untilPeer := fs.String("until-peer", "", "bench watch: stop once the server sees this peer host (error if never)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *bench != "" {
+		if *size < 1 || *size > maxRRSize || *bytes < 1 || *warmup < 0 || *n < 0 {
+			return errors.New("client -bench: -size must be 1..1MiB, -bytes positive, -n and -warmup not negative")
+		}
+		return runBench(ctx, os.Stdout, *bench, benchConfig{target: *target, size: *size, count: *n, warmup: *warmup,
+			bytes: *bytes, interval: *interval, duration: *duration, until: *untilPeer, timeout: *timeout})
 	}
 	if *hold {
 		return holdMain(ctx, os.Stdout, *target, *marker, *count, *interval, *timeout)
