@@ -64,6 +64,10 @@ bench-all: bench ## Also the package benchmarks: tunnel, CA, policy, tables, cap
 	$(GO) test -run '^$$' -bench BenchmarkEnrol -benchtime 100x ./redirect/cniserver
 	$(GO) test -run '^$$' -bench PodToPod -benchtime 1000x ./node/dataplane
 
+.PHONY: bench-e2e
+bench-e2e: deps cluster-bins ## Speed figures on the real two-node cluster (root): cluster start, label to HBONE, plain vs mesh latency and throughput.
+	$(GO) test -run '^$$' -bench Mesh -benchtime 1x -timeout 50m -v ./e2e/
+
 .PHONY: demo
 demo: deps cluster-bins ## Narrated demo on a real two-node cluster (root): helm install, label, wire, metrics, policy. KEEP=1 keeps it.
 	$(GO) run ./cmd/ambit-demo $(if $(filter 1,$(KEEP)),-keep)
