@@ -29,6 +29,9 @@ type entry struct {
 	id     spiffeid.ID
 	cancel context.CancelFunc
 	refs   int // guarded by Manager.mu
+	// lingerGen, guarded by Manager.mu, moves on every Acquire and last
+	// Release: a pending forget applies only to the generation it saw.
+	lingerGen uint64
 
 	svid atomic.Pointer[x509svid.SVID]
 

@@ -36,6 +36,13 @@ type ManagerConfig struct {
 	// RenewJitter spreads renewals: a certificate is renewed at
 	// (0.5 ± RenewJitter) of its lifetime. Optional, default 0.05.
 	RenewJitter float64
+	// ReleaseGrace is how long an identity stays cached (and renewed) after
+	// Release dropped its last reference, before it is forgotten: a pod
+	// replaced by another of the same service account on the same node
+	// (a rollout, a Job's next run) starts on the certificate held, even
+	// while the CA is unreachable. Optional, default DefaultReleaseGrace;
+	// negative: forget at once.
+	ReleaseGrace time.Duration
 	// Clock is the time source. Optional, default RealClock.
 	Clock Clock
 	// Logger receives one line per issuance and per failure; never keys.
@@ -90,6 +97,9 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	}
 	if cfg.RenewJitter <= 0 || cfg.RenewJitter >= 0.5 {
 		cfg.RenewJitter = 0.05
+	}
+	if cfg.ReleaseGrace == 0 {
+		cfg.ReleaseGrace = DefaultReleaseGrace
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = RealClock{}
@@ -168,7 +178,8 @@ func (m *Manager) Acquire(ctx context.Context, id spiffeid.ID) error {
 }
 
 // Release drops a reference taken by Acquire; at zero the identity is
-// forgotten (its key and certificate are dropped).
+// forgotten (its key and certificate are dropped) after
+// ManagerConfig.ReleaseGrace, unless it is acquired again meanwhile.
 func (m *Manager) Release(id spiffeid.ID) {
 	m.mu.Lock()
 	e := m.entries[id]
@@ -178,9 +189,39 @@ func (m *Manager) Release(id spiffeid.ID) {
 	}
 	e.refs--
 	last := e.refs == 0
+	if last && m.cfg.ReleaseGrace > 0 {
+		e.lingerGen++
+		gen := e.lingerGen
+		m.wg.Add(1)
+		go m.linger(e, gen)
+		m.mu.Unlock()
+		return
+	}
 	m.mu.Unlock()
 	if last {
 		m.Forget(id)
+	}
+}
+
+// DefaultReleaseGrace is ManagerConfig.ReleaseGrace's default.
+const DefaultReleaseGrace = 5 * time.Minute
+
+// linger forgets e after ReleaseGrace unless it was acquired again (its
+// lingerGen moved) or the manager closed.
+func (m *Manager) linger(e *entry, gen uint64) {
+	defer m.wg.Done()
+	t := m.cfg.Clock.NewTimer(m.cfg.ReleaseGrace)
+	defer t.Stop()
+	select {
+	case <-m.ctx.Done():
+		return
+	case <-t.C():
+	}
+	m.mu.Lock()
+	still := m.entries[e.id] == e && e.refs == 0 && e.lingerGen == gen
+	m.mu.Unlock()
+	if still {
+		m.Forget(e.id)
 	}
 }
 
@@ -260,6 +301,9 @@ func (m *Manager) track(id spiffeid.ID, refs int) (*entry, error) {
 		go m.run(ctx, e)
 	}
 	e.refs += refs
+	if refs > 0 {
+		e.lingerGen++ // a pending linger no longer applies
+	}
 	return e, nil
 }
 

@@ -345,7 +345,7 @@ func TestManagerExpiredDuringOutageFailsWithReason(t *testing.T) {
 }
 
 func TestManagerAcquireReleaseForget(t *testing.T) {
-	f := newFixture(t, nil)
+	f := newFixture(t, func(c *identity.ManagerConfig) { c.ReleaseGrace = -1 })
 	ctx := ctxT(t)
 	id := wl("shop", "web")
 	for range 2 {
@@ -467,5 +467,48 @@ func TestManagerBoundsConcurrentCSRs(t *testing.T) {
 	}
 	if n := f.signer.Calls(); n != 3 {
 		t.Fatalf("signer calls %d, want 3", n)
+	}
+}
+
+// TestManagerReleaseGrace: after the last Release an identity stays usable
+// for ReleaseGrace (a replacement pod starts on it even with the CA down);
+// an Acquire meanwhile keeps it; it is forgotten once the grace passes
+// without one.
+func TestManagerReleaseGrace(t *testing.T) {
+	f := newFixture(t, func(c *identity.ManagerConfig) { c.ReleaseGrace = time.Minute })
+	ctx := ctxT(t)
+	id := wl("shop", "web")
+	if err := f.m.Acquire(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	f.m.Release(id)
+	f.signer.SetError(errors.New("CA down"))
+	if snap := f.m.Snapshot(); len(snap) != 1 || snap[0].Refs != 0 || !snap[0].Usable {
+		t.Fatalf("right after the last release: %+v", snap)
+	}
+	// A replacement pod within the grace: served from the cache, CA down.
+	short, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := f.m.Acquire(short, id); err != nil {
+		t.Fatalf("acquire within the grace with the CA down: %v", err)
+	}
+	f.clock.Advance(2 * time.Minute) // a linger of the first release must not apply any more
+	time.Sleep(20 * time.Millisecond)
+	if snap := f.m.Snapshot(); len(snap) != 1 || snap[0].Refs != 1 {
+		t.Fatalf("re-acquired identity forgotten by an old grace: %+v", snap)
+	}
+	f.m.Release(id)
+	f.clock.Advance(30 * time.Second)
+	time.Sleep(20 * time.Millisecond)
+	if len(f.m.Snapshot()) != 1 {
+		t.Fatal("forgotten before the grace passed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for len(f.m.Snapshot()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("not forgotten after the grace: %+v", f.m.Snapshot())
+		}
+		f.clock.Advance(40 * time.Second)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
