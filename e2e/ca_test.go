@@ -45,7 +45,7 @@ import (
 func TestCAKubernetes(t *testing.T) {
 	opts := cluster.Options{NoDNS: true, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 	cluster.SkipIfUnavailable(t, opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // includes waiting for another package's cluster
 	defer cancel()
 	c, err := cluster.Start(ctx, t, opts)
 	if err != nil {

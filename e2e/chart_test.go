@@ -34,7 +34,7 @@ import (
 func TestChart(t *testing.T) {
 	root, helm := chartTools(t)
 	chart := filepath.Join(root, "charts", "ambit")
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute) // includes waiting for another package's cluster
 	defer cancel()
 
 	if out, err := runHelm(ctx, t, helm, "lint", "--strict", chart); err != nil {

@@ -18,7 +18,7 @@ import (
 func TestCrashedRunIsReaped(t *testing.T) {
 	opts := cluster.Options{}
 	cluster.SkipIfUnavailable(t, opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute) // includes waiting for another package's cluster
 	defer cancel()
 	root, err := cluster.ModuleRoot()
 	if err != nil {

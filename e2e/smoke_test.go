@@ -28,7 +28,7 @@ import (
 func TestClusterSmoke(t *testing.T) {
 	opts := cluster.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
 	cluster.SkipIfUnavailable(t, opts)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // includes waiting for another package's cluster
 	defer cancel()
 
 	echoTar := filepath.Join(t.TempDir(), "echo.tar")

@@ -71,8 +71,6 @@ func Start(ctx context.Context, tb testing.TB, opts Options) (*Cluster, error) {
 	if err := opts.defaults(); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
 	c := &Cluster{opts: opts, log: opts.Logger}
 	var err error
 	if c.podCIDR, err = parseCIDR(opts.PodCIDR); err != nil {
@@ -88,9 +86,13 @@ func Start(ctx context.Context, tb testing.TB, opts Options) (*Cluster, error) {
 	if err := os.MkdirAll(opts.BaseDir, 0o755); err != nil {
 		return nil, err
 	}
+	// Waiting for another run's cluster (another test package, a demo) is
+	// bounded by the caller's ctx only; opts.Timeout bounds the boot.
 	if c.unlock, err = lockMachine(ctx, opts.BaseDir); err != nil {
 		return nil, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
 	if err := Reap(ctx, opts.BaseDir, c.log); err != nil {
 		c.unlock()
 		return nil, fmt.Errorf("reaping a previous run: %w", err)

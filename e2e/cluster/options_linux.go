@@ -41,7 +41,9 @@ type Options struct {
 	// is split into one /24 per node; ServiceCIDR holds ClusterIPs.
 	// Optional, defaults 172.31.250.0/24, 10.250.0.0/16, 10.251.0.0/16.
 	NodeCIDR, PodCIDR, ServiceCIDR string
-	// Timeout bounds Start. Optional, default 3 minutes.
+	// Timeout bounds the boot, once the machine lock is taken (waiting for
+	// another run's cluster is bounded only by Start's ctx). Optional,
+	// default 3 minutes.
 	Timeout time.Duration
 	// NoDNS skips cluster DNS (CoreDNS as kube-dns). Optional, default
 	// false: pods resolve <service>.<namespace>.svc.cluster.local.
