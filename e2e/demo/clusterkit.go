@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +22,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/ambit-mesh/ambit/e2e/cluster"
+	"github.com/ambit-mesh/ambit/e2e/promtext"
 )
 
 // session runs and narrates commands against one cluster.
@@ -219,29 +219,7 @@ func brief(a map[string]any, keys ...string) string {
 // metricLines returns the samples of metric name whose labels include every
 // pair of want, and the sum of their values.
 func metricLines(text, name string, want map[string]string) ([]string, float64) {
-	var lines []string
-	var sum float64
-	for _, l := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
-			continue
-		}
-		ok := true
-		for k, v := range want {
-			if !strings.Contains(l, k+`="`+v+`"`) {
-				ok = false
-				break
-			}
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(l)
-		if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
-			sum += v
-			lines = append(lines, l)
-		}
-	}
-	return lines, sum
+	return promtext.Samples(text, name, want)
 }
 
 // packet is one packet of a capture: tcpdump's header line and its payload.
