@@ -26,7 +26,6 @@ import (
 	"github.com/ambit-mesh/ambit/tunnel"
 )
 
-
 // loadBundle reads the PEM roots of the trust domain.
 func loadBundle(path string, td spiffeid.TrustDomain) (*identity.BundleStore, error) {
 	roots, err := readRoots(path)
