@@ -353,56 +353,75 @@ func benchBulk(ctx context.Context, c benchConfig, kind string) (string, error) 
 		dir, c.target, peer, c.bytes, len(rates), median(rates), rates[0], rates[len(rates)-1]), nil
 }
 
-// benchWatch opens a new connection every interval and prints
-// "watch at=<unix ms> peer=<addr>" whenever the peer host the server sees
-// changes (and for the first answer), "watch at=<unix ms> fail=<error>" for
-// each failed attempt; it stops when the server sees c.until as peer host,
-// after c.duration, or when ctx ends.
+// benchWatch starts a new connection every interval, each on its own (a
+// connection that hangs does not hold the next ones back), and prints
+//
+//	watch at=<start, unix ms> ms=<duration> peer=<addr>   (an answer)
+//	watch at=<start, unix ms> ms=<duration> fail=<error>  (a failed attempt)
+//
+// for the first answer, every answer from another peer host than the first
+// one's, and every failure. Once the server sees c.until as peer host it
+// starts no more connections and waits for those under way; it also stops
+// after c.duration or when ctx ends.
 func benchWatch(ctx context.Context, w io.Writer, c benchConfig) (string, error) {
-	deadline := time.Now().Add(c.duration)
-	last, reached := "", false
-	n, ok, fail, changes := 0, 0, 0, 0
-	for ctx.Err() == nil && time.Now().Before(deadline) {
-		if n > 0 {
-			select {
-			case <-ctx.Done():
-			case <-time.After(c.interval):
-			}
-			if ctx.Err() != nil {
-				break
-			}
-		}
-		n++
-		peer, err := func() (string, error) {
-			conn, _, peer, err := c.open(ctx, "rr 1")
-			if err != nil {
-				return "", err
-			}
+	type outcome struct {
+		start time.Time
+		took  time.Duration
+		peer  string
+		err   error
+	}
+	results := make(chan outcome)
+	attempt := func(start time.Time) {
+		conn, _, peer, err := c.open(ctx, "rr 1")
+		if err == nil {
 			conn.Close()
-			return peer, nil
-		}()
-		at := time.Now().UnixMilli()
-		if err != nil {
-			fail++
-			fmt.Fprintf(w, "watch at=%d fail=%q\n", at, err.Error())
-			continue
 		}
-		ok++
-		host, _, herr := net.SplitHostPort(peer)
-		if herr != nil {
-			host = peer
-		}
-		if host != last {
-			changes++
-			fmt.Fprintf(w, "watch at=%d peer=%s\n", at, peer)
-			last = host
-		}
-		if c.until != "" && host == c.until {
-			reached = true
-			break
+		results <- outcome{start, time.Since(start), peer, err}
+	}
+	deadline := time.NewTimer(c.duration)
+	defer deadline.Stop()
+	tick := time.NewTicker(c.interval)
+	defer tick.Stop()
+	first, reached, stopped := "", false, false
+	n, ok, fail, inflight := 1, 0, 0, 1
+	go attempt(time.Now())
+	for inflight > 0 {
+		select {
+		case <-ctx.Done():
+			stopped = true
+		case <-deadline.C:
+			stopped = true
+		case t := <-tick.C:
+			if !stopped {
+				n++
+				inflight++
+				go attempt(t)
+			}
+		case o := <-results:
+			inflight--
+			at, ms := o.start.UnixMilli(), float64(o.took.Microseconds())/1000
+			if o.err != nil {
+				fail++
+				fmt.Fprintf(w, "watch at=%d ms=%.1f fail=%q\n", at, ms, o.err.Error())
+				continue
+			}
+			ok++
+			host, _, herr := net.SplitHostPort(o.peer)
+			if herr != nil {
+				host = o.peer
+			}
+			if first == "" || host != first {
+				fmt.Fprintf(w, "watch at=%d ms=%.1f peer=%s\n", at, ms, o.peer)
+			}
+			if first == "" {
+				first = host
+			}
+			if c.until != "" && host == c.until {
+				reached, stopped = true, true
+			}
 		}
 	}
-	line := fmt.Sprintf("bench mode=watch target=%s n=%d ok=%d fail=%d changes=%d last_peer_host=%s", c.target, n, ok, fail, changes, last)
+	line := fmt.Sprintf("bench mode=watch target=%s n=%d ok=%d fail=%d first_peer_host=%s", c.target, n, ok, fail, first)
 	if c.until != "" && !reached {
 		return "", fmt.Errorf("peer host %s not seen (%s)", c.until, strings.TrimPrefix(line, "bench mode=watch "))
 	}

@@ -192,7 +192,7 @@ func TestBenchWatch(t *testing.T) {
 		t.Errorf("at=%d not the time of the answer", at)
 	}
 	kv, ok := parseBenchLine(lines[1])
-	if !ok || kv["n"] != "1" || kv["changes"] != "1" || kv["last_peer_host"] != "127.0.0.1" {
+	if !ok || kv["n"] == "0" || kv["ok"] != kv["n"] || kv["fail"] != "0" || kv["first_peer_host"] != "127.0.0.1" {
 		t.Errorf("result %q", lines[1])
 	}
 
@@ -236,5 +236,56 @@ func TestPercentile(t *testing.T) {
 		if got := percentile(v, c.p); got != c.want {
 			t.Errorf("percentile %v = %v, want %v", c.p, got, c.want)
 		}
+	}
+}
+
+// TestBenchWatchHangingAttempt: a connection that gets no answer does not
+// hold the next ones back; it is reported as a failure once its timeout
+// passes.
+func TestBenchWatchHangingAttempt(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for i := 0; ; i++ {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if i == 0 {
+				defer conn.Close() // held, never answered
+				continue
+			}
+			go func() { defer conn.Close(); _ = benchConn(conn) }()
+		}
+	}()
+	c := testConfig(ln.Addr().String())
+	c.until, c.timeout = "127.0.0.1", 400*time.Millisecond
+	var out syncBuf
+	t0 := time.Now()
+	if err := runBench(context.Background(), &out, "watch", c); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], " peer=127.0.0.1:") || !strings.Contains(lines[1], " fail=") {
+		t.Fatalf("want an answer, then the hanging attempt's failure, then the result:\n%s", out.String())
+	}
+	kv, _ := parseBenchLine(lines[2])
+	if kv["fail"] != "1" || kv["ok"] == "0" {
+		t.Errorf("result %q", lines[2])
+	}
+	// The answer came from an attempt started within a few intervals, long
+	// before the hanging one timed out.
+	at := func(l string) int64 {
+		v, _ := strconv.ParseInt(strings.TrimPrefix(strings.Fields(l)[1], "at="), 10, 64)
+		return v
+	}
+	if d := at(lines[0]) - t0.UnixMilli(); d > 200 {
+		t.Errorf("first answer from an attempt started %d ms in: held back by the hanging one", d)
+	}
+	if at(lines[1]) > at(lines[0]) {
+		t.Errorf("the failed attempt started after the answered one:\n%s", out.String())
 	}
 }

@@ -39,12 +39,14 @@
 //	      bulk (bulk-up) / bulk-down: N (3) transfers of B (256 MiB) bytes, each
 //	        on a new connection, client to server / server to client:
 //	        MBps_median, MBps_min, MBps_max (MB = 10^6 bytes);
-//	      watch: a new connection every -interval until the server sees
+//	      watch: a new connection every -interval (each on its own, so a
+//	        hanging one does not delay the next) until the server sees
 //	        -until-peer as the client's host (or -duration passes), printing
-//	        "watch at=<unix ms> peer=<addr>" at each change of the peer host
-//	        and "watch at=<unix ms> fail=<error>" per failure: when ambit
-//	        takes over the connections, the peer becomes the destination
-//	        pod's own address.
+//	        "watch at=<start unix ms> ms=<took> peer=<addr>" for the first
+//	        answer and each from another host than the first's, and
+//	        "watch at=<start unix ms> ms=<took> fail=<error>" per failure:
+//	        when ambit takes over the connections, the peer becomes the
+//	        destination pod's own address.
 //	    Every line carries peer=<what the server saw>. A failure prints
 //	    "bench mode=<m> error=<quoted>" and exits 1.
 //
