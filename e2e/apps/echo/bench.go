@@ -385,7 +385,7 @@ func benchWatch(ctx context.Context, w io.Writer, c benchConfig) (string, error)
 	first, reached, stopped := "", false, false
 	n, ok, fail, inflight := 1, 0, 0, 1
 	go attempt(time.Now())
-	for inflight > 0 {
+	for inflight > 0 || !stopped {
 		select {
 		case <-ctx.Done():
 			stopped = true

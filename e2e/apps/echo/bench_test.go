@@ -204,6 +204,15 @@ func TestBenchWatch(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "10.9.9.9 not seen") || strings.Count(out.String(), "watch at=") != 1 {
 		t.Errorf("watch for a missing peer: %v\n%s", err, out.String())
 	}
+	// It kept connecting, one connection per 5 ms interval, for 60 ms.
+	if err == nil {
+		t.FailNow()
+	}
+	if _, rest, _ := strings.Cut(err.Error(), " n="); rest == "" {
+		t.Errorf("no attempt count in %v", err)
+	} else if n, _ := strconv.Atoi(strings.Fields(rest)[0]); n < 5 {
+		t.Errorf("%d attempts in 60 ms at a 5 ms interval: %v", n, err)
+	}
 
 	// No server: each attempt is a fail line.
 	ln, _ := net.Listen("tcp", "127.0.0.1:0")
