@@ -424,28 +424,29 @@ func probeConfig(gateways []netip.Addr) redirect.Config {
 	return c
 }
 
-// enrol applies capture, fetches the certificate and starts the data path;
-// a failed step undoes the capture. Called with the pod's lock held.
+// enrol fetches the certificate, applies capture and starts the data path;
+// a failed step undoes the earlier ones. Called with the pod's lock held.
 func (e *enroller) enrol(ctx context.Context, uid string, pod redirect.PodNetns, desired redirect.Config, w tables.Workload, addrs []netip.Addr, via string) error {
 	spec, err := e.spec(pod.ID, w, addrs)
 	if err != nil {
 		return err
 	}
-	if err := e.cfg.Capture.Apply(ctx, pod, desired); err != nil {
-		return fmt.Errorf("apply capture: %w", err)
-	}
-	undo := func(cause error) error {
-		if rerr := e.cfg.Capture.Remove(context.WithoutCancel(ctx), redirect.PodNetns{ID: pod.ID}); rerr != nil {
-			e.log.Error("enrolment: undo capture", "pod", w.Namespace+"/"+w.Name, "err", rerr)
-		}
-		return cause
-	}
+	// The certificate first: once capture is applied, a running pod's
+	// connections are steered to this process, and the time until its data
+	// path serves them must not include a round trip to the CA.
 	if err := e.cfg.Acquire(ctx, spec.Identity); err != nil {
-		return undo(fmt.Errorf("certificate for %s: %w", spec.Identity, err))
+		return fmt.Errorf("certificate for %s: %w", spec.Identity, err)
+	}
+	if err := e.cfg.Capture.Apply(ctx, pod, desired); err != nil {
+		e.cfg.Release(spec.Identity)
+		return fmt.Errorf("apply capture: %w", err)
 	}
 	if err := e.cfg.Data.Set(ctx, spec); err != nil {
 		e.cfg.Release(spec.Identity)
-		return undo(fmt.Errorf("data path: %w", err))
+		if rerr := e.cfg.Capture.Remove(context.WithoutCancel(ctx), redirect.PodNetns{ID: pod.ID}); rerr != nil {
+			e.log.Error("enrolment: undo capture", "pod", w.Namespace+"/"+w.Name, "err", rerr)
+		}
+		return fmt.Errorf("data path: %w", err)
 	}
 	e.mu.Lock()
 	e.pods[uid] = &enrolledPod{CaptureID: pod.ID, Namespace: w.Namespace, Name: w.Name, Spec: spec, Via: via, Since: time.Now()}
