@@ -341,7 +341,8 @@ func TestRunReturnsOnCancel(t *testing.T) {
 	tick := make(chan time.Time)
 	ret := make(chan error, 1)
 	go func() { ret <- r.run(ctx, tick) }()
-	tick <- time.Time{} // the first pass (at start) is done
+	tick <- time.Time{} // the first pass (at start) is done; a second starts
+	tick <- time.Time{} // accepted once the second pass ended: none is running now
 	f.installed(t, "first pass")
 	if err := Uninstall(f.o); err != nil {
 		t.Fatal(err)
