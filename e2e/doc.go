@@ -16,7 +16,15 @@
 //
 // then
 //
-//	go test ./e2e/ -run TestClusterSmoke -v
+//	go test ./e2e/ -run TestClusterSmoke -v   # the harness itself
+//	go test ./e2e/ -run TestMesh -v           # issue 6's scenarios 1-8 with the chart and daemons (about 5 min)
+//	go test ./e2e/ -run '^$' -bench Mesh -benchtime 1x -v   # speed figures (make bench-e2e)
+//
+// TestMesh installs the chart with the values this machine's emulated nodes
+// need (mesh_test.go install: the cgroup v2 mount, containerd's netns
+// directory, each node's netns file from Options.NodeNetnsFile, a node-private
+// /var/run/ambit) and runs the scenarios in order, each a subtest building on
+// the previous one's state (see its doc comment).
 //
 // Without root or without the binaries the scenarios skip with the reason;
 // with AMBIT_E2E_REQUIRE=1 (CI) they fail instead, so CI never skips them.
