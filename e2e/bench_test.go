@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -65,14 +63,9 @@ import (
 // average is logged with each phase.
 func BenchmarkMesh(b *testing.B) {
 	boot := &bootTime{}
-	opts := cluster.Options{
-		Logger:          slog.New(boot.wrap(slog.NewTextHandler(benchWriter{b}, nil))),
-		NodePrivateDirs: []string{"/var/run/ambit"},
-		NodeNetnsFile:   benchNodeNetnsFile,
-		// Start's bound includes waiting for the machine's cluster lock,
-		// which another engineer's cluster test may hold for many minutes.
-		Timeout: 30 * time.Minute,
-	}
+	opts := cluster.ForAmbit(cluster.Options{
+		Logger: slog.New(boot.wrap(slog.NewTextHandler(testWriter{b}, nil))),
+	})
 	cluster.SkipIfUnavailable(b, opts)
 	if b.N > 1 {
 		b.Logf("b.N = %d: measured once all the same (use -benchtime 1x)", b.N)
@@ -106,14 +99,15 @@ func BenchmarkMesh(b *testing.B) {
 		b.Fatal(err)
 	}
 	root, _ := cluster.ModuleRoot()
-	cg := benchCgroup2Mount(b)
+	values, err := cluster.AmbitChartValues()
+	if err != nil {
+		b.Fatal(err)
+	}
 	t0 = time.Now()
-	out, err := c.Helm(ctx, "install", "ambit", filepath.Join(root, "charts", "ambit"), "-n", chartNamespace, "--create-namespace",
-		"--set", "image.repository="+chartImage, "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
-		"--set", "ca.devRootDays=2",
-		"--set", "daemon.cgroupRoot="+cg, "--set", "daemon.cgroupV2Root="+cg,
-		"--set", "daemon.netnsDir="+benchContainerdNetnsDir, "--set", "daemon.hostNetns="+benchNodeNetnsFile,
-		"--wait", "--timeout", "3m")
+	out, err := c.Helm(ctx, append(append([]string{"install", "ambit", filepath.Join(root, "charts", "ambit"), "-n", chartNamespace, "--create-namespace",
+		"--set", "image.repository=" + chartImage, "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
+		"--set", "ca.devRootDays=2"}, values...),
+		"--wait", "--timeout", "3m")...)
 	if err != nil {
 		b.Fatalf("helm install: %v\n%s", err, out)
 	}
@@ -146,15 +140,12 @@ func BenchmarkMesh(b *testing.B) {
 	b.Log(r.table())
 }
 
-// Names of BenchmarkMesh's workloads and this machine's chart settings (the
-// same as TestMesh's; own names so this file builds on its own).
+// Names of BenchmarkMesh's workloads (its own, apart from TestMesh's).
 const (
-	benchNS                 = "bench"
-	benchClientSA           = "bench-client"
-	benchEchoSA             = "bench-echo"
-	benchPort               = 8081
-	benchNodeNetnsFile      = "/var/lib/ambit-e2e-node/netns"
-	benchContainerdNetnsDir = "/run/containerd/io.containerd.grpc.v1.cri/netns"
+	benchNS       = "bench"
+	benchClientSA = "bench-client"
+	benchEchoSA   = "bench-echo"
+	benchPort     = 8081
 )
 
 // benchRun is the state of one BenchmarkMesh run.
@@ -388,7 +379,7 @@ func (r *benchRun) labelToHBONE(ctx context.Context, node string, echo corev1.Po
 			b.Fatal(err)
 		}
 		seen = seen[:0]
-		for _, a := range benchAccessLog(dlogs) {
+		for _, a := range accessLog(dlogs) {
 			seen = append(seen, fmt.Sprintf("%v %v->%v start=%v", a["direction"], a["source_principal"], a["destination_addr"], a["start"]))
 			if a["direction"] != "inbound" || a["source_principal"] != principal {
 				continue
@@ -466,47 +457,6 @@ func benchNum(b *testing.B, kv map[string]string, k string) float64 {
 		b.Fatalf("result %v: field %s: %v", kv, k, err)
 	}
 	return v
-}
-
-// benchAccessLog parses a daemon's JSON access log lines.
-func benchAccessLog(logs string) []map[string]any {
-	var out []map[string]any
-	for _, l := range strings.Split(logs, "\n") {
-		if !strings.Contains(l, `"log":"access"`) {
-			continue
-		}
-		var a map[string]any
-		if json.Unmarshal([]byte(l), &a) == nil {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// benchCgroup2Mount is the machine's cgroup v2 mount.
-func benchCgroup2Mount(tb testing.TB) string {
-	tb.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if fs := strings.Fields(s.Text()); len(fs) > 2 && fs[2] == "cgroup2" {
-			return fs[1]
-		}
-	}
-	tb.Fatal("no cgroup2 mount on this machine")
-	return ""
-}
-
-// benchWriter sends the harness's log lines to tb.Log.
-type benchWriter struct{ tb testing.TB }
-
-func (w benchWriter) Write(p []byte) (int, error) {
-	w.tb.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }
 
 // bootTime picks cluster.Start's boot time out of its "cluster ready" log

@@ -56,11 +56,7 @@ const (
 //
 // They run in that order (6 last, since it leaves the mesh).
 func TestMesh(t *testing.T) {
-	opts := cluster.Options{
-		Logger:          slog.New(slog.NewTextHandler(testWriter{t}, nil)),
-		NodePrivateDirs: []string{"/var/run/ambit"},
-		NodeNetnsFile:   nodeNetnsFile,
-	}
+	opts := cluster.ForAmbit(cluster.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	cluster.SkipIfUnavailable(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -115,14 +111,15 @@ func (m *mesh) install(ctx context.Context, t *testing.T, chart string, image fu
 	if err := m.c.ImportImage(ctx, img.Tar); err != nil {
 		t.Fatal(err)
 	}
-	cg := cgroup2Mount(t)
+	values, err := cluster.AmbitChartValues()
+	if err != nil {
+		t.Fatal(err)
+	}
 	t0 := time.Now()
-	out, err := m.c.Helm(ctx, "install", "ambit", chart, "-n", chartNamespace, "--create-namespace",
-		"--set", "image.repository="+chartImage, "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
-		"--set", "ca.devRootDays=2", "--set", "logLevel=debug", "--set", "ca.certTTL=3m",
-		"--set", "daemon.cgroupRoot="+cg, "--set", "daemon.cgroupV2Root="+cg,
-		"--set", "daemon.netnsDir="+containerdNetnsDir, "--set", "daemon.hostNetns="+nodeNetnsFile,
-		"--wait", "--timeout", "3m")
+	out, err := m.c.Helm(ctx, append(append([]string{"install", "ambit", chart, "-n", chartNamespace, "--create-namespace",
+		"--set", "image.repository=" + chartImage, "--set", "image.tag=e2e", "--set", "image.pullPolicy=Never",
+		"--set", "ca.devRootDays=2", "--set", "logLevel=debug", "--set", "ca.certTTL=3m"}, values...),
+		"--wait", "--timeout", "3m")...)
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s", err, out)
 	}

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -28,36 +27,6 @@ import (
 type mesh struct {
 	t *testing.T
 	c *cluster.Cluster
-}
-
-// Settings of this machine's cluster that differ from a real node's, passed
-// to the chart as values (see TestMesh).
-const (
-	// nodeNetnsFile: the harness shows each node's network namespace here
-	// (cluster.Options.NodeNetnsFile); a real node's is /proc/1/ns/net.
-	nodeNetnsFile = "/var/lib/ambit-e2e-node/netns"
-	// containerdNetnsDir: the harness's containerd keeps pod namespaces
-	// under its state directory (netns_mounts_under_state_dir).
-	containerdNetnsDir = "/run/containerd/io.containerd.grpc.v1.cri/netns"
-)
-
-// cgroup2Mount is the machine's cgroup v2 mount (a hybrid host has it below
-// /sys/fs/cgroup).
-func cgroup2Mount(t *testing.T) string {
-	t.Helper()
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if fs := strings.Fields(s.Text()); len(fs) > 2 && fs[2] == "cgroup2" {
-			return fs[1]
-		}
-	}
-	t.Fatal("no cgroup2 mount on this machine")
-	return ""
 }
 
 // clientResult is what one run of the echo client printed.

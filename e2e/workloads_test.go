@@ -67,7 +67,7 @@ func clientPod(name, node, target, marker string) *corev1.Pod {
 }
 
 // testWriter sends the harness's log lines to t.Log.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Helper()

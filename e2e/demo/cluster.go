@@ -41,10 +41,6 @@ const (
 	demoTag   = "demo"
 	echoRef   = "ambit.test/echo:demo"
 	secretTag = "AMBIT-SECRET"
-	// Settings of this machine's harness that differ from a real node's
-	// (see e2e/cluster Options.NodeNetnsFile and the containerd config).
-	nodeNetnsFile      = "/var/lib/ambit-e2e-node/netns"
-	containerdNetnsDir = "/run/containerd/io.containerd.grpc.v1.cri/netns"
 )
 
 var (
@@ -63,7 +59,7 @@ func Cluster(ctx context.Context, w io.Writer, opts ClusterOptions) (err error) 
 	if err != nil {
 		return err
 	}
-	cg, err := cgroup2Mount()
+	values, err := cluster.AmbitChartValues()
 	if err != nil {
 		return err
 	}
@@ -72,12 +68,10 @@ func Cluster(ctx context.Context, w io.Writer, opts ClusterOptions) (err error) 
 		logger = slog.New(slog.DiscardHandler)
 	}
 	var bootTime atomic.Int64
-	copts := cluster.Options{
-		Logger:          slog.New(startWatch{logger.Handler(), &bootTime}),
-		NodePrivateDirs: []string{"/var/run/ambit"},
-		NodeNetnsFile:   nodeNetnsFile,
-		Keep:            opts.Keep,
-	}
+	copts := cluster.ForAmbit(cluster.Options{
+		Logger: slog.New(startWatch{logger.Handler(), &bootTime}),
+		Keep:   opts.Keep,
+	})
 	if err := cluster.Check(copts); err != nil {
 		return err
 	}
@@ -145,7 +139,7 @@ func Cluster(ctx context.Context, w io.Writer, opts ClusterOptions) (err error) 
 	}
 
 	steps := []func(context.Context) error{
-		func(ctx context.Context) error { return s.install(ctx, filepath.Join(root, "charts", "ambit"), cg) },
+		func(ctx context.Context) error { return s.install(ctx, filepath.Join(root, "charts", "ambit"), values) },
 		s.workloads,
 		s.label,
 		s.metrics,
@@ -215,16 +209,14 @@ func (s *session) keepHelp(err error) {
 }
 
 // install is scenario 1: helm install, daemons Ready, ambit-cni chained.
-func (s *session) install(ctx context.Context, chart, cg string) error {
+func (s *session) install(ctx context.Context, chart string, values []string) error {
 	s.step("1. Install ambit with helm")
 	s.say("The image is already on the nodes (imported; a real cluster pulls it). The last four values")
 	s.say("point the daemon at this machine's cgroup v2 mount and at where this harness keeps the")
 	s.say("network namespaces (a real node needs none of them).")
-	args := []string{"install", "ambit", "charts/ambit", "-n", ambitNS, "--create-namespace",
-		"--set", "image.repository=" + ambitRef, "--set", "image.tag=" + demoTag, "--set", "image.pullPolicy=Never",
-		"--set", "daemon.cgroupRoot=" + cg, "--set", "daemon.cgroupV2Root=" + cg,
-		"--set", "daemon.netnsDir=" + containerdNetnsDir, "--set", "daemon.hostNetns=" + nodeNetnsFile,
-		"--wait", "--timeout", "3m"}
+	args := append(append([]string{"install", "ambit", "charts/ambit", "-n", ambitNS, "--create-namespace",
+		"--set", "image.repository=" + ambitRef, "--set", "image.tag=" + demoTag, "--set", "image.pullPolicy=Never"},
+		values...), "--wait", "--timeout", "3m")
 	s.say("$ helm %s", shellJoin(args))
 	args[2] = chart
 	t := time.Now()

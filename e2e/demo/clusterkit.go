@@ -3,7 +3,6 @@
 package demo
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -155,23 +154,6 @@ func poll(ctx context.Context, limit time.Duration, cond func() string) error {
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-}
-
-// cgroup2Mount is the machine's cgroup v2 mount (on a hybrid host, below
-// /sys/fs/cgroup).
-func cgroup2Mount() (string, error) {
-	f, err := os.Open("/proc/self/mounts")
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if fs := strings.Fields(sc.Text()); len(fs) > 2 && fs[2] == "cgroup2" {
-			return fs[1], nil
-		}
-	}
-	return "", errors.New("no cgroup2 mount on this machine")
 }
 
 // accessLines returns the daemon's JSON access log lines ({"log":"access"}).
