@@ -4,117 +4,36 @@
 // (plugin<->daemon protocol), cniplugin (the ambit-cni plugin and its
 // installer), cniserver (the daemon's side of the CNI socket).
 //
-// # What is attached, and why
+// Outbound: cgroup connect4/6 programs at the cgroup v2 root rewrite a
+// connect() from an enrolled netns to the pod's outbound listener on
+// loopback; OriginalDst recovers the app's destination, getpeername hooks
+// hide the rewrite. Inbound: an sk_lookup program per pod netns steers TCP
+// to a pod address into the HBONE or plaintext listener, which sit in one
+// node-wide pinned sockmap. Per-pod tc filters drop new TCP connections
+// that escape capture and forged probe sources.
 //
-// Outbound: one cgroup/connect4 and connect6 program pair attached once at
-// the cgroup v2 root (plus getpeername4/6 and a sockops program). It sees
-// connect() of every process in every netns; bpf_get_netns_cookie selects
-// enrolled pods (a hash map keyed by netns cookie). A TCP connect from an
-// enrolled netns that is not ambit's (SO_MARK, see DefaultMark), not to a
-// loopback/unspecified address and not to an excluded port has its
-// destination rewritten to 127.0.0.1:15001 / [::1]:15001 in the same netns.
-// The original destination is kept in socket storage on the app's socket;
-// sockops (TCP_CONNECT_CB, when the source port is chosen) publishes it
-// under the client end (netns, address, port), which is the remote address
-// of ambit's accepted socket (OriginalDst reads and deletes it). The
-// getpeername hooks answer the original destination, hiding the rewrite.
-// Because only connect() is rewritten, no routing is changed and the reply
-// direction of flows capture lets through is never touched (guarantee 3):
-// a design that routes the pod's TCP into loopback also swallows replies.
+// # Contract
 //
-// Inbound: an sk_lookup program attached per pod netns; ambit's listeners
-// sit in one node-wide sockmap, three slots per pod (the pod's slot base
-// is a constant of its programs). One map for all pods because creating a
-// sockmap took 18-30 ms on the target kernel (measured), most of the
-// enrolment budget. TCP to a pod address goes to the
-// HBONE listener when the port is 15008, else to the plaintext inbound
-// listener (15006); TCP to loopback:15001 goes to the outbound listener.
-// Exempt: connections whose source is a pod address (they come from inside
-// the pod and were let through by the connect hook: ambit's marked dials to
-// the app, excluded ports), kubelet probe sources, excluded inbound ports.
-// The listeners themselves are bound to ephemeral ports: sk_lookup, not the
-// port, decides where a connection lands, which is what makes the takeover
-// below possible without SO_REUSEPORT (a reuseport group would keep
-// spreading new connections to the old process's listener).
+//   - Manager.Apply(ctx, pod, desired) is declarative and idempotent;
+//     Remove leaves nothing; Manager.State renders the kernel state as text.
+//   - Capture fails closed: links, maps and filters are pinned or live on
+//     devices and outlive the process; with no listener, captured
+//     connections are refused or dropped, never sent in plaintext.
+//   - A new process takes over with New + Recover: its listeners replace
+//     the old ones in the sockmap atomically (no new connection lands on
+//     none); the old process should drain its accept queue before closing
+//     its listeners.
 //
-// Measured on the target kernel (6.18): sockmap refuses MPTCP sockets
-// (EOPNOTSUPP), and Go listens with MPTCP by default since 1.24, so ambit's
-// listeners turn MPTCP off. MPTCP connects from an enrolled pod are refused
-// (EPERM): sockops sees their subflows, not the socket the app connected,
-// so their original destination could not be published.
+// # Pitfalls
 //
-// Cost of enrolment, measured on the 2-core target VM: creating a sockmap
-// 18-30 ms (hence the single node-wide one); a tcx attach 14 ms and a tcx
-// detach 8-17 ms, because each waits for an RCU grace period under the
-// rtnl lock (concurrent attaches do not overlap); a clsact qdisc plus a
-// cls_bpf filter through netlink 0.5 ms. So the per-pod tc programs are
-// cls_bpf filters (tc_linux.go): egress default deny on the pod interface
-// and one host-side filter that drops forged probe and own source
-// addresses (a pod-side ingress anti-spoofing filter replaces it when the
-// host-side peer is unknown). Loading a pod's programs takes 3-7 ms.
-// Enrolment through the real CNI path: p50 12 ms, p99 20 ms
-// (BenchmarkEnrol in cniserver, 100 pods).
+//   - Namespaces are entered only on goroutines locked to their OS thread;
+//     a thread whose namespace cannot be restored is never unlocked.
+//     Sockets keep the namespace they were created in: create listeners and
+//     dial (Manager.Dial) that way, never setns on a shared thread.
+//   - Sockets from inside a pod that must not be captured carry ambit's
+//     mark (DefaultMark).
+//   - Listeners must not use MPTCP (the sockmap refuses it); MPTCP connects
+//     from enrolled pods are refused.
 //
-// # Kubelet probes
-//
-// Probes come from the host stack with a host address (the pod's gateway)
-// and must reach the app even under STRICT, so sk_lookup lets TCP from
-// Config.ProbeSources through. A remote host (or another pod) forging that
-// address must not: a tc egress program on the pod's host-side interface
-// drops TCP with a probe source address unless the packet was generated by
-// this host (skb->ingress_ifindex == 0; anything forwarded or bridged was
-// received on some interface and has it set). IPv4 already rejects a
-// forged source equal to a local pod address as a martian; IPv6 does not,
-// so the host-side program (or, without a host peer, a tc ingress program
-// on the pod interface) drops those.
-//
-// # Failing closed
-//
-//   - Links and maps are pinned under PinDir and tc filters live on their
-//     devices, so capture outlives the daemon. With the daemon gone its listeners close, which removes them
-//     from the sockmap: outbound connects are still rewritten to
-//     loopback:15001 where nothing listens (refused, nothing leaves);
-//     inbound connections find an empty slot and sk_lookup drops them
-//     rather than fall back to the app.
-//   - If a pod's entry in the node-wide map is lost or evicted, connects are
-//     no longer rewritten; a per-pod tc egress program on the pod interface
-//     drops every new TCP connection (SYN without ACK) that is not from an
-//     ambit-marked socket or to an excluded port, so nothing leaves in
-//     plaintext. It matches only SYNs, so replies of inbound flows pass.
-//   - A connect whose original destination cannot be stored gets EPERM; an
-//     accepted connection whose record is missing gives ErrNoOriginalDst.
-//
-// # Reconciliation
-//
-// Manager.Apply(ctx, pod, desired) is declarative and idempotent: the pins
-// under PinDir/pods/<ID>/ (sk_lookup link, stats), ambit's tc filters
-// (recognised by priority, handle and name; other software's filters are
-// never touched), the pod's slots in the pinned listeners map and
-// StateDir/<ID>.json describe what is applied;
-// an unchanged config changes nothing, a changed config replaces programs
-// in place (link update and filter replace are atomic) and keeps the
-// listener slots. Remove leaves nothing (links detached, filters and an
-// emptied clsact qdisc deleted, pins, state file, map entry, listeners). Manager.State renders the kernel state as
-// text, read back from the kernel (attached program IDs are checked with
-// BPF_PROG_QUERY), for golden tests.
-//
-// # Restart and takeover
-//
-// A new process (New on the same PinDir and StateDir, then Recover) reuses
-// the pinned global maps and links, re-applies every recorded pod and puts
-// its own listeners into each pod's sockmap. The update is atomic: every
-// new connection lands on either the old or the new listener, never on
-// none. The old process keeps its accepted connections and should drain
-// its accept queue before closing its listeners.
-// A new build brings its programs along: New updates the pinned cgroup
-// links in place and Recover reloads a pod's programs when its state names
-// another build's object (bpf.PodObjectHash).
-//
-// # Namespaces
-//
-// Namespaces are entered only from short-lived goroutines locked to their
-// OS thread; a thread whose namespace cannot be restored is never unlocked
-// (the runtime discards it). netlink uses per-namespace handles. Sockets
-// keep the namespace they were created in, so listeners and ambit's dialer
-// (Manager.Dial) are created inside the pod netns that way.
+// Design, failure modes and measurements: docs/capture.md.
 package redirect
