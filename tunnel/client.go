@@ -182,7 +182,11 @@ func (c *Client) Dial(ctx context.Context, r DialRequest) (net.Conn, error) {
 		c.ctr.bytesSent.Add(ci.BytesSent)
 		c.ctr.bytesRecv.Add(ci.BytesRecv)
 		s.c.mu.Lock()
-		if err := s.resetErr; err != nil && !errors.Is(err, errLocalClose) {
+		err := s.resetErr
+		if err == nil {
+			err = s.endErr // a NO_ERROR reset before END_STREAM
+		}
+		if err != nil && !errors.Is(err, errLocalClose) {
 			ci.Outcome, ci.Err = OutcomeReset, err
 		}
 		s.c.mu.Unlock()

@@ -81,8 +81,9 @@ func (s *Stream) writeTo(w io.Writer, sink net.Conn, resume func()) (int64, erro
 			continue
 		}
 		if s.rclosed {
+			err := s.endErr
 			c.mu.Unlock()
-			return s.nread.Load() - start, nil
+			return s.nread.Load() - start, err
 		}
 		if s.localClosed {
 			c.mu.Unlock()

@@ -1,5 +1,5 @@
 // Package tunnel implements HBONE, the tunnel protocol of Istio's ambient
-// mesh that ambit speaks (../shared/design/hbone.md): mutual TLS with SPIFFE
+// mesh that ambit speaks (docs/hbone.md): mutual TLS with SPIFFE
 // workload certificates and ALPN h2, carrying HTTP/2, one CONNECT stream per
 // proxied TCP connection.
 //

@@ -14,6 +14,10 @@ import (
 // RST_STREAM). Cancelling ctx aborts both. It closes a and b before
 // returning and reports the bytes moved each way and the first error.
 //
+// A server's RST_STREAM(NO_ERROR) after its complete response (RFC 9113
+// section 8.1) is no abort: the socket still gets every byte and a FIN, and
+// what it sends afterwards is read and dropped until its EOF.
+//
 // Copying uses no buffer while a side is quiet: a *Stream source is drained
 // straight from its receive queue, and other sources are read through a
 // small buffer that grows to a pooled one only while bytes flow (see
@@ -96,6 +100,14 @@ func pipe(dst, src net.Conn, set Settings) (int64, error) {
 		n, err = src.(*Stream).WriteTo(dst)
 	case isStream(dst):
 		n, err = dst.(*Stream).ReadFrom(src)
+		if errors.Is(err, errStopSending) {
+			// The server answered in full and stopped the request with
+			// RST_STREAM(NO_ERROR) (RFC 9113 section 8.1): what src still
+			// sends has no reader. Read it to EOF and drop it, so that src
+			// is closed with a FIN once it is done, never with a reset that
+			// could destroy the answer still on its way to it.
+			_, err = io.Copy(io.Discard, src)
+		}
 	default:
 		n, err = copyAdaptive(dst, src, set)
 	}

@@ -18,7 +18,10 @@ import (
 // destination socket sees FIN); Close after both sides finished is a clean
 // end, Close before the peer finished sends RST_STREAM(CANCEL); Reset
 // aborts at once. A peer's RST_STREAM makes Read and Write fail with an
-// error wrapping ErrStreamReset.
+// error wrapping ErrStreamReset, except a server's RST_STREAM(NO_ERROR)
+// (RFC 9113 section 8.1): it only stops the client's sending, so Write
+// fails while Read still returns every byte received before it, then
+// io.EOF if the server had sent END_STREAM (an error if not).
 type Stream struct {
 	c  *conn
 	id uint32
@@ -28,6 +31,8 @@ type Stream struct {
 	wclosed     bool // END_STREAM queued or sent
 	rclosed     bool // END_STREAM received
 	resetErr    error
+	stopErr     error // client: the server's RST_STREAM(NO_ERROR) ended our sending (see peerStopped)
+	endErr      error // what Read returns after the queue instead of io.EOF (a NO_ERROR reset before END_STREAM)
 	rq          chunkQueue
 	recvAvail   int64
 	recvPending int64
@@ -137,8 +142,12 @@ func (s *Stream) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if s.rclosed {
+			err := s.endErr
 			c.mu.Unlock()
-			return 0, io.EOF
+			if err == nil {
+				err = io.EOF
+			}
+			return 0, err
 		}
 		if s.localClosed {
 			c.mu.Unlock()
@@ -166,6 +175,10 @@ func (s *Stream) reserve(want int) (int, error) {
 		switch {
 		case s.resetErr != nil:
 			err := s.resetErr
+			c.mu.Unlock()
+			return 0, err
+		case s.stopErr != nil:
+			err := s.stopErr
 			c.mu.Unlock()
 			return 0, err
 		case s.wclosed || s.localClosed:
@@ -331,7 +344,49 @@ func (c *conn) peerReset(id uint32, code http2.ErrCode) {
 	c.wmu.Lock()
 	s.rstSent = true // never answer a reset with frames
 	c.wmu.Unlock()
+	if code == http2.ErrCodeNo && c.isClient && c.peerStopped(s) {
+		return
+	}
 	c.failStream(s, err)
+}
+
+// errStopSending marks the error a client stream's writes fail with after
+// the server's RST_STREAM(NO_ERROR); Splice recognises it.
+var errStopSending = errors.New("peer sent RST_STREAM NO_ERROR: it reads no more of this stream")
+
+// peerStopped applies a server's RST_STREAM(NO_ERROR) to a client stream
+// that has its response headers. RFC 9113 section 8.1: a server that has
+// sent its complete response (END_STREAM) may reset with NO_ERROR to stop
+// the request, and the client must not discard the response. The reset
+// therefore ends only our sending: bytes already queued stay readable and
+// END_STREAM still reads as io.EOF. Without END_STREAM the response is
+// incomplete: the queue is still delivered, then Read fails with endErr
+// (the destination never said FIN, so the app must not see one). It
+// reports false, leaving the reset to failStream, when the stream has no
+// response yet or already failed.
+func (c *conn) peerStopped(s *Stream) bool {
+	c.mu.Lock()
+	if s.resetErr != nil || s.resp == nil {
+		c.mu.Unlock()
+		return false
+	}
+	s.stopErr = fmt.Errorf("%w: %w", ErrStreamReset, errStopSending)
+	complete := s.rclosed
+	if !complete {
+		s.rclosed = true
+		s.endErr = fmt.Errorf("%w: peer sent RST_STREAM NO_ERROR before END_STREAM: response incomplete", ErrStreamReset)
+	}
+	s.wclosed = true // nothing more is sent on the stream; CloseWrite has nothing to do
+	finished := s.finishedLocked()
+	queued := s.rq.len()
+	c.mu.Unlock()
+	c.log.Debug("hbone: server stopped the request with RST_STREAM NO_ERROR", "stream", s.id, "response_complete", complete, "queued", queued, "peer", c.peer.String())
+	s.signalRead()
+	s.signalSend()
+	if finished {
+		c.streamDone(s)
+	}
+	return true
 }
 
 // failStream marks s reset with err (unless it already ended) and wakes
