@@ -16,6 +16,9 @@
 //	    With -connect-only an attempt only opens the connection (for servers
 //	    that do not speak the echo protocol) and prints "ok connected <local>".
 //
+//	Every client mode takes -linger D: on SIGTERM it prints "term at=<unix ms>"
+//	and keeps going for D (a graceful shutdown that still uses the network).
+//
 //	echo client -hold -target HOST:PORT -marker TEXT [-count N] [-interval D] [-timeout D]
 //	    Opens ONE connection and sends TEXT on it every interval (N times, 0:
 //	    until terminated), printing "ok <unix ms> <answer>" per answer; the
@@ -197,8 +200,17 @@ func clientMain(ctx context.Context, args []string) error {
 	bytes := fs.Int64("bytes", 256<<20, "bench bulk: bytes per transfer")
 	duration := fs.Duration("duration", time.Minute, "bench watch: give up after this long")
 	untilPeer := fs.String("until-peer", "", "bench watch: stop once the server sees this peer host (error if never)")
+	linger := fs.Duration("linger", 0, "on SIGTERM print \"term at=<unix ms>\" and keep going this long (a graceful shutdown)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *linger < 0 {
+		return errors.New("client: -linger must not be negative")
+	}
+	if *linger > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = lingerContext(ctx, *linger, os.Stdout)
+		defer cancel()
 	}
 	if *bench != "" {
 		if *size < 1 || *size > maxRRSize || *bytes < 1 || *warmup < 0 || *n < 0 {
