@@ -44,6 +44,11 @@ verify-generated: generate ## Fail if generated files differ from what is commit
 .PHONY: test
 test: deps cluster-bins lint ## Install what is needed, lint, then every test with -race (as root: privileged and cluster tests run).
 	AMBIT_CNI_PLUGINS=$${AMBIT_CNI_PLUGINS:-$(CURDIR)/bin/cni} $(GO) test -race -count=1 -timeout 45m $(PKGS)
+	$(MAKE) test-interop
+
+.PHONY: test-interop
+test-interop: ## HBONE interoperability with Istio's Go package, both directions (module interop/, kept out of ambit's go.mod).
+	cd interop && $(GO) mod download && $(GO) vet ./... && $(GO) test -race -count=1 -timeout 10m ./...
 
 .PHONY: images
 images: ## Build the ambit image (ambit + ambit-cni, static, no Docker) as out/images/ambit.tar.
