@@ -271,6 +271,7 @@ func (a *agent) run(ctx context.Context) error {
 		FindPod:  func(addr netip.Addr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
 		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
 		Synced:   synced,
+		StateDir: filepath.Join(filepath.Dir(cfg.CNISocket), "enrolled"),
 		Logger:   a.log,
 	})
 	var cniUp atomic.Bool

@@ -76,15 +76,30 @@ type enrollerConfig struct {
 	Retry time.Duration
 	// Resync re-examines every pod at this period. Default 30 s.
 	Resync time.Duration
-	Logger *slog.Logger
+	// NetnsCheck is how often the network namespaces of enrolled pods are
+	// checked (one stat each): a pod that left the API keeps its capture
+	// until its namespace is gone. Default 2 s.
+	NetnsCheck time.Duration
+	// StateDir keeps one record per enrolled pod (identity, labels), so a
+	// restarted daemon can rebuild the data path of a pod the API server no
+	// longer lists but whose sandbox still runs. Optional: without it such
+	// a pod keeps its capture with no data path (connections fail, never
+	// plaintext).
+	StateDir string
+	Logger   *slog.Logger
 }
 
 // enroller keeps the capture and the data path of this node's pods equal to
 // what the tables say: a pod is enrolled when its CNI ADD arrives and it is
 // eligible in an enrolled namespace, or when the tables report it enrolled
-// while it runs (namespace labelled later, daemon restarted); it is released
-// when the tables say so or its sandbox is deleted. Work for one pod is
-// serialized by a per-pod lock; different pods proceed in parallel.
+// while it runs (namespace labelled later, daemon restarted). It is released
+// when its namespace is unlabelled or it opts out (the pod still exists and
+// is not terminating), or when its sandbox goes (CNI DEL, or its network
+// namespace gone). A pod that is terminating, finished or gone from the API
+// keeps its capture, data path and certificate until its sandbox goes: its
+// app may still be in graceful shutdown, and releasing it would let its next
+// connections out in the clear. Work for one pod is serialized by a per-pod
+// lock; different pods proceed in parallel.
 type enroller struct {
 	cfg enrollerConfig
 	log *slog.Logger
@@ -109,6 +124,14 @@ type enrolledPod struct {
 	Spec      dataplane.PodSpec
 	Via       string // "cni", "running", "recovered"
 	Since     time.Time
+	// Netns is the pod's network namespace; its release waits for it to go.
+	Netns netnsRef
+	// Leaving: the pod is terminating, finished or gone from the API; its
+	// capture stays until Netns is gone.
+	Leaving bool
+	// NoData: recovered without a data path (nothing tells its identity);
+	// its captured connections fail until its sandbox goes.
+	NoData bool
 }
 
 type podLock struct {
@@ -128,6 +151,9 @@ func newEnroller(cfg enrollerConfig) *enroller {
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
+	}
+	if cfg.NetnsCheck == 0 {
+		cfg.NetnsCheck = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -281,16 +307,22 @@ func (e *enroller) mark(w tables.Workload) {
 }
 
 // Run reconciles marked pods until ctx ends; every Resync it marks every
-// pod the tables enrol on this node and every pod it has enrolled.
+// pod the tables enrol on this node and every pod it has enrolled, and
+// every NetnsCheck it releases the pods whose network namespace is gone.
 func (e *enroller) Run(ctx context.Context) {
 	tick := time.NewTicker(e.cfg.Resync)
 	defer tick.Stop()
+	nsTick := time.NewTicker(e.cfg.NetnsCheck)
+	defer nsTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 			e.markAll()
+		case <-nsTick.C:
+			e.releaseGone(ctx)
+			continue
 		case <-e.wake:
 		}
 		e.mu.Lock()
@@ -349,9 +381,18 @@ func (e *enroller) reconcile(ctx context.Context, uid string, hint tables.Worklo
 	unlock := e.lock(uid)
 	defer unlock()
 	w, ok := e.cfg.Tables.Pod(hint.Namespace, hint.Name)
-	want := ok && w.UID == uid && w.Enrolled && w.Node == e.cfg.LocalNode
+	same := ok && w.UID == uid && w.Node == e.cfg.LocalNode
+	want := same && w.Enrolled
 	cur := e.current(uid)
+	if cur != nil && cur.NoData {
+		// Recovered without an identity: only its sandbox going ends it.
+		return e.lingerOrRelease(ctx, uid, cur)
+	}
 	switch {
+	case cur != nil && !want && (!same || w.Terminating):
+		// Deleted, finished, or replaced by a new pod of the same name:
+		// not a decision to leave the mesh.
+		return e.lingerOrRelease(ctx, uid, cur)
 	case want && cur != nil:
 		// Still enrolled: labels or addresses may have changed (Set is a
 		// no-op when nothing did).
@@ -448,11 +489,14 @@ func (e *enroller) enrol(ctx context.Context, uid string, pod redirect.PodNetns,
 		}
 		return fmt.Errorf("data path: %w", err)
 	}
+	ref := netnsOf(pod)
 	e.mu.Lock()
-	e.pods[uid] = &enrolledPod{CaptureID: pod.ID, Namespace: w.Namespace, Name: w.Name, Spec: spec, Via: via, Since: time.Now()}
+	e.pods[uid] = &enrolledPod{CaptureID: pod.ID, Namespace: w.Namespace, Name: w.Name, Spec: spec, Via: via, Since: time.Now(), Netns: ref}
 	e.byCapture[pod.ID] = uid
 	delete(e.failing, uid)
 	e.mu.Unlock()
+	e.writeRecord(podRecord{CaptureID: pod.ID, UID: uid, Namespace: w.Namespace, Name: w.Name,
+		ServiceAccount: w.ServiceAccount, Labels: w.Labels.Map(), Addresses: spec.Addrs})
 	e.enrolls.Add(1)
 	e.log.Info("pod enrolled", "pod", w.Namespace+"/"+w.Name, "identity", spec.Identity.String(), "via", via, "capture", pod.ID, "ips", fmt.Sprint(addrs))
 	return nil
@@ -460,7 +504,8 @@ func (e *enroller) enrol(ctx context.Context, uid string, pod redirect.PodNetns,
 
 // release removes capture first (new connections go plaintext at once),
 // then stops the data path, letting live connections drain for
-// ReleaseGrace. Called with the pod's lock held.
+// ReleaseGrace. Called with the pod's lock held, only when the pod left
+// the mesh on purpose or its sandbox is gone.
 func (e *enroller) release(ctx context.Context, uid string, cur *enrolledPod) error {
 	if err := e.cfg.Capture.Remove(ctx, redirect.PodNetns{ID: cur.CaptureID}); err != nil {
 		return fmt.Errorf("remove capture: %w", err)
@@ -475,9 +520,12 @@ func (e *enroller) release(ctx context.Context, uid string, cur *enrolledPod) er
 	delete(e.pods, uid)
 	delete(e.byCapture, cur.CaptureID)
 	e.mu.Unlock()
-	e.cfg.Release(cur.Spec.Identity)
+	e.removeRecord(cur.CaptureID)
+	if !cur.NoData {
+		e.cfg.Release(cur.Spec.Identity)
+	}
 	e.releases.Add(1)
-	e.log.Info("pod released", "pod", cur.Namespace+"/"+cur.Name, "capture", cur.CaptureID)
+	e.log.Info("pod released", "pod", cur.Namespace+"/"+cur.Name, "capture", cur.CaptureID, "leaving", cur.Leaving)
 	return nil
 }
 
@@ -489,99 +537,19 @@ func (e *enroller) current(uid string) *enrolledPod {
 
 // spec is the data path's view of a pod.
 func (e *enroller) spec(captureID string, w tables.Workload, addrs []netip.Addr) (dataplane.PodSpec, error) {
-	id, err := identity.Workload(e.cfg.TrustDomain, w.Namespace, w.ServiceAccount)
-	if err != nil {
-		return dataplane.PodSpec{}, fmt.Errorf("identity of %s/%s: %w", w.Namespace, w.Name, err)
-	}
 	if len(addrs) == 0 {
 		addrs = w.IPs
 	}
-	return dataplane.PodSpec{PodID: captureID, Identity: id, Addrs: slices.Clone(addrs),
-		Workload: authz.Workload{Namespace: w.Namespace, Name: w.Name, Labels: w.Labels.Map(), Identity: id}}, nil
+	return e.specOf(captureID, w.Namespace, w.Name, w.ServiceAccount, w.Labels.Map(), addrs)
 }
 
-// Recover takes over the pods a previous process captured. recorded is
-// what it left (redirect.Manager.Recorded); takeover moves the capture of
-// all of them to this process (redirect.Manager.Recover) and returns the
-// pods it re-applied. Before the takeover, the certificate of every pod
-// still enrolled here is obtained: from the moment its connections land on
-// this process, its data path must be able to handshake. (During a rolling
-// upgrade the old daemon keeps serving until then; while the CA is
-// unreachable this waits, and readiness says so.) Pods no longer enrolled
-// here lose their capture. Afterwards every enrolled pod is marked, so pods
-// labelled while no daemon ran are enrolled too.
-func (e *enroller) Recover(ctx context.Context, recorded []redirect.PodNetns, takeover func(context.Context) ([]redirect.PodNetns, error)) error {
-	adopt := map[string]tables.Workload{} // capture ID -> workload
-	for _, p := range recorded {
-		var w tables.Workload
-		ok := false
-		for _, a := range p.Addresses {
-			if w, ok = e.cfg.Tables.Lookup(a); ok {
-				break
-			}
-		}
-		if !ok || !w.Enrolled || w.Node != e.cfg.LocalNode {
-			e.log.Info("recovery: capture of a pod no longer enrolled here removed", "capture", p.ID)
-			if err := e.cfg.Capture.Remove(ctx, redirect.PodNetns{ID: p.ID}); err != nil {
-				e.log.Warn("recovery: remove capture", "capture", p.ID, "err", err)
-			}
-			continue
-		}
-		adopt[p.ID] = w
-	}
-	// Certificates first, in parallel (one identity may serve many pods).
-	var wg sync.WaitGroup
-	acquired := make(map[string]bool, len(adopt))
-	var amu sync.Mutex
-	for id, w := range adopt {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			spec, err := e.spec(id, w, nil)
-			if err == nil {
-				err = e.cfg.Acquire(ctx, spec.Identity)
-			}
-			if err != nil {
-				e.log.Warn("recovery: certificate", "pod", w.Namespace+"/"+w.Name, "err", err)
-				return
-			}
-			amu.Lock()
-			acquired[id] = true
-			amu.Unlock()
-		}()
-	}
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	recovered, err := takeover(ctx)
+func (e *enroller) specOf(captureID, ns, name, sa string, labels map[string]string, addrs []netip.Addr) (dataplane.PodSpec, error) {
+	id, err := identity.Workload(e.cfg.TrustDomain, ns, sa)
 	if err != nil {
-		e.log.Error("capture recovery incomplete", "err", err)
+		return dataplane.PodSpec{}, fmt.Errorf("identity of %s/%s: %w", ns, name, err)
 	}
-	for _, p := range recovered {
-		w, ok := adopt[p.ID]
-		if !ok || !acquired[p.ID] {
-			continue // removed above, or retried by the reconcile below
-		}
-		unlock := e.lock(w.UID)
-		spec, err := e.spec(p.ID, w, p.Addresses)
-		if err == nil {
-			err = e.cfg.Data.Set(ctx, spec)
-		}
-		if err == nil {
-			e.mu.Lock()
-			e.pods[w.UID] = &enrolledPod{CaptureID: p.ID, Namespace: w.Namespace, Name: w.Name, Spec: spec, Via: "recovered", Since: time.Now()}
-			e.byCapture[p.ID] = w.UID
-			e.mu.Unlock()
-			e.log.Info("recovery: pod adopted", "pod", w.Namespace+"/"+w.Name, "capture", p.ID)
-		} else {
-			e.cfg.Release(spec.Identity)
-			e.log.Warn("recovery: data path", "pod", w.Namespace+"/"+w.Name, "err", err)
-		}
-		unlock()
-	}
-	e.markAll()
-	return nil
+	return dataplane.PodSpec{PodID: captureID, Identity: id, Addrs: slices.Clone(addrs),
+		Workload: authz.Workload{Namespace: ns, Name: name, Labels: labels, Identity: id}}, nil
 }
 
 // Pending lists, for readiness, the pods the tables enrol here that have no
@@ -624,6 +592,11 @@ type enrolledView struct {
 	Addresses []string  `json:"addresses"`
 	Via       string    `json:"via"`
 	Since     time.Time `json:"since"`
+	// Leaving: terminating or gone from the API, captured until its
+	// sandbox goes.
+	Leaving bool `json:"leaving,omitempty"`
+	// DataPath is false for a pod recovered without an identity.
+	DataPath bool `json:"dataPath"`
 }
 
 // Snapshot lists the enrolled pods for /config_dump.
@@ -632,7 +605,8 @@ func (e *enroller) Snapshot() []enrolledView {
 	defer e.mu.Unlock()
 	out := make([]enrolledView, 0, len(e.pods))
 	for uid, p := range e.pods {
-		v := enrolledView{Pod: p.Namespace + "/" + p.Name, UID: uid, Capture: p.CaptureID, Identity: p.Spec.Identity.String(), Via: p.Via, Since: p.Since}
+		v := enrolledView{Pod: p.Namespace + "/" + p.Name, UID: uid, Capture: p.CaptureID, Identity: p.Spec.Identity.String(), Via: p.Via, Since: p.Since,
+			Leaving: p.Leaving, DataPath: !p.NoData}
 		for _, a := range p.Spec.Addrs {
 			v.Addresses = append(v.Addresses, a.String())
 		}

@@ -206,6 +206,7 @@ func newFixture(t *testing.T) *fixture {
 		HostPeer:       func(*os.File, string) (string, error) { return "veth1234", nil },
 		Synced:         func(context.Context) error { return nil },
 		UnknownPodWait: 100 * time.Millisecond, Retry: 20 * time.Millisecond, ReleaseGrace: 10 * time.Millisecond,
+		NetnsCheck: 20 * time.Millisecond, StateDir: filepath.Join(dir, "enrolled"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	return fx
@@ -462,7 +463,8 @@ func TestRecover(t *testing.T) {
 	gone := netip.MustParseAddr("10.250.0.9")
 	fx.capture.applied["c1"] = redirect.PodNetns{ID: "c1"}
 	fx.capture.applied["c9"] = redirect.PodNetns{ID: "c9"}
-	recorded := []redirect.PodNetns{{ID: "c1", Addresses: []netip.Addr{ipA}}, {ID: "c9", Addresses: []netip.Addr{gone}}}
+	recorded := []redirect.PodNetns{{ID: "c1", NetnsPath: fx.netns, Addresses: []netip.Addr{ipA}},
+		{ID: "c9", NetnsPath: filepath.Join(t.TempDir(), "cni-gone"), Addresses: []netip.Addr{gone}}}
 	tookOver := false
 	err := fx.e.Recover(context.Background(), recorded, func(context.Context) ([]redirect.PodNetns, error) {
 		fx.mu.Lock()

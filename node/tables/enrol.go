@@ -6,8 +6,10 @@ type EventType uint8
 const (
 	// Enrol: the pod is now in the mesh; capture its traffic.
 	Enrol EventType = iota + 1
-	// Release: the pod left the mesh (relabelled, opted out, or deleted);
-	// stop capturing.
+	// Release: the pod left the mesh (relabelled, opted out, finished or
+	// deleted from the API). Workload.Terminating (or the pod missing from
+	// the tables) tells the capture layer it was not taken out on purpose:
+	// keep capturing until its network namespace goes.
 	Release
 )
 

@@ -33,7 +33,7 @@ func TestEnrolment(t *testing.T) {
 		{"ambit's label in another namespace", meshOn, pod("b", "p", localNode, []string{"10.0.0.1"}, withLabels(map[string]string{"app": "ambit"})), true, true},
 		{"no IP yet", meshOn, pod("a", "p", localNode, nil), false, true},
 		{"finished", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }), false, true},
-		{"terminating", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }), false, true},
+		{"terminating", meshOn, pod("a", "p", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }), true, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -168,5 +168,40 @@ func TestNewRejectsBadOptions(t *testing.T) {
 	}
 	if _, err := New(Options{TrustDomain: td}); !errors.Is(err, ErrBadOptions) {
 		t.Fatalf("missing node: %v", err)
+	}
+}
+
+// A pod in graceful shutdown keeps running its app: it stays enrolled (no
+// Release event) and other pods still reach it over HBONE, never in the
+// clear. Finishing releases it, flagged Terminating so the capture layer
+// keeps its capture until the sandbox goes.
+func TestTerminatingPodStaysInMesh(t *testing.T) {
+	var rec recorder
+	tb := newTables(t, func(o *Options) { o.OnEnrolment = rec.on })
+	tb.OnAdd(ns("shop", meshOn), true)
+	tb.OnAdd(pod("shop", "web", localNode, []string{"10.0.0.1"}), true)
+	if got, want := rec.take(), []string{"Enrol shop/web"}; !slices.Equal(got, want) {
+		t.Fatalf("events %v, want %v", got, want)
+	}
+	tb.OnUpdate(nil, pod("shop", "web", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) { p.DeletionTimestamp = &metav1.Time{} }))
+	if got := rec.take(); len(got) != 0 {
+		t.Fatalf("deletion timestamp emitted %v", got)
+	}
+	w, _ := tb.Pod("shop", "web")
+	if !w.Enrolled || !w.Terminating {
+		t.Fatalf("terminating pod: %+v, want enrolled and terminating", w)
+	}
+	if r := tb.Resolve(netip.MustParseAddrPort("10.0.0.1:8080"), netip.Addr{}); r.Kind != HBONE {
+		t.Fatalf("route to a terminating pod: %+v, want HBONE", r)
+	}
+	tb.OnUpdate(nil, pod("shop", "web", localNode, []string{"10.0.0.1"}, func(p *corev1.Pod) {
+		p.DeletionTimestamp = &metav1.Time{}
+		p.Status.Phase = corev1.PodSucceeded
+	}))
+	if got, want := rec.take(), []string{"Release shop/web"}; !slices.Equal(got, want) {
+		t.Fatalf("finished: %v, want %v", got, want)
+	}
+	if w, _ := tb.Pod("shop", "web"); w.Enrolled || !w.Terminating {
+		t.Fatalf("finished pod: %+v, want not enrolled, terminating", w)
 	}
 }

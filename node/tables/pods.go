@@ -24,8 +24,12 @@ type workload struct {
 	hostNetwork bool
 	// eligible: not opted out, not hostNetwork, not ambit itself.
 	eligible bool
-	// live: has an address and has not finished (Succeeded/Failed).
+	// live: has an address and has not finished (Succeeded/Failed). A pod
+	// being deleted (graceful shutdown) is still live: its app runs and
+	// must keep talking over HBONE.
 	live bool
+	// terminating: being deleted or finished (see Workload.Terminating).
+	terminating bool
 	// local: scheduled on this node.
 	local bool
 	// enrolled is maintained for local pods only: the state last announced
@@ -41,8 +45,13 @@ type Workload struct {
 	HostNetwork                                bool
 	// Enrolled: the pod is in the mesh (its namespace is selected, it did
 	// not opt out, it is not hostNetwork and not ambit itself, and it is
-	// running with an address).
+	// running with an address). A pod in graceful shutdown (deletion
+	// timestamp set) stays enrolled: its app still runs.
 	Enrolled bool
+	// Terminating: the pod is being deleted or has finished
+	// (Succeeded/Failed). A capture layer must not take such a pod out of
+	// the mesh: it releases it when its network namespace goes.
+	Terminating bool
 	// Eligible: the pod would be enrolled if its namespace were selected
 	// (not opted out, not hostNetwork, not ambit itself), whether or not it
 	// runs yet. The CNI ADD decision uses it: at that moment the pod has no
@@ -56,6 +65,7 @@ func (t *Tables) snapshot(w *workload) Workload {
 		ServiceAccount: w.sa.Value(), Node: w.node.Value(),
 		IPs: append([]netip.Addr(nil), w.ips...), Labels: w.labels,
 		HostNetwork: w.hostNetwork, Enrolled: t.isEnrolled(w), Eligible: w.eligible,
+		Terminating: w.terminating,
 	}
 }
 
@@ -84,7 +94,8 @@ func (t *Tables) newWorkload(p *CompactPod) (*workload, error) {
 		w.ips = p.IPs
 	}
 	finished := p.Phase == corev1.PodSucceeded || p.Phase == corev1.PodFailed
-	w.live = len(w.ips) > 0 && !finished && !p.Deleting
+	w.live = len(w.ips) > 0 && !finished
+	w.terminating = finished || p.Deleting
 	if finished {
 		w.ips = nil // the address may already belong to another pod
 	}
