@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -35,10 +36,25 @@ type conn struct {
 	local    spiffeid.ID // own identity on this connection
 	peer     spiffeid.ID // verified peer identity
 
-	// server: called on its own goroutine for each new CONNECT stream.
-	onRequest func(*Stream, *http2.MetaHeadersFrame)
+	// server: called for each new CONNECT stream; it must start the
+	// stream's handler on its own goroutine and have it call handlerDone
+	// when it returns. ctx is the handler's: cancelled when the peer resets
+	// the stream before it is answered, and when the connection ends.
+	onRequest func(ctx context.Context, s *Stream, f *http2.MetaHeadersFrame)
 	// called once, after the connection closed.
 	onClose func(*conn)
+	// onRefuse reports a flood guard that closed the connection (optional).
+	onRefuse  func(reason string)
+	now       func() time.Time
+	fl        floods // read loop only
+	hdrFrames int    // read loop only: frames of the header block being read
+
+	// handler contexts (server): hctx ends with the connection; pending
+	// holds every running handler (guarded by mu).
+	hctx     context.Context
+	hcancel  context.CancelCauseFunc
+	pending  map[uint32]*handlerSlot
+	handlers int // handlers running (guarded by mu): they count against MAX_CONCURRENT_STREAMS
 
 	wmu     sync.Mutex
 	henc    *hpack.Encoder
@@ -61,6 +77,7 @@ type conn struct {
 	goneAway      bool  // received GOAWAY: no new streams
 	draining      bool  // sent GOAWAY: refuse new streams
 	closed        bool
+	lingering     bool // the read loop closes nc after goAwayAndLinger
 	closeErr      error
 	idleTimer     *time.Timer
 	idleTimeout   time.Duration // client only
@@ -89,7 +106,11 @@ func newConn(nc net.Conn, set Settings, log *slog.Logger, ctr *counters, isClien
 		recvAvail:     int64(set.ConnWindow),
 		gotSettings:   make(chan struct{}),
 		done:          make(chan struct{}),
+		now:           time.Now,
+		fl:            newFloods(set.Limits),
+		pending:       map[uint32]*handlerSlot{},
 	}
+	c.hctx, c.hcancel = context.WithCancelCause(context.Background())
 	c.tc, _ = nc.(*tls.Conn)
 	c.fr = http2.NewFramer(nc, nc)
 	c.fr.SetMaxReadFrameSize(set.MaxFrameSize)
@@ -158,6 +179,10 @@ func (c *conn) run() {
 				c.log.Warn("hbone: malformed stream, reset", "stream", se.StreamID, "code", se.Code.String(), "reason", se.Cause, "peer", c.peer.String())
 				c.noteNewPeerStream(se.StreamID)
 				c.resetStream(se.StreamID, se.Code, fmt.Errorf("%w: %v", ErrProtocol, err))
+				if err := c.spend(&c.fl.localResets, RefuseResetFlood); err != nil {
+					c.calm(RefuseResetFlood)
+					return
+				}
 				continue
 			}
 			var ce http2.ConnectionError
@@ -177,6 +202,11 @@ func (c *conn) run() {
 			}
 		}
 		if err := c.handle(f); err != nil {
+			var calm errCalm
+			if errors.As(err, &calm) {
+				c.calm(calm.reason)
+				return
+			}
 			var ce http2.ConnectionError
 			code := http2.ErrCodeProtocol
 			if errors.As(err, &ce) {
@@ -193,6 +223,11 @@ func (c *conn) handle(f http2.Frame) error {
 	case *http2.SettingsFrame:
 		return c.handleSettings(f)
 	case *http2.DataFrame:
+		if len(f.Data()) == 0 && !f.StreamEnded() {
+			if err := c.spend(&c.fl.empty, RefuseEmptyFlood); err != nil {
+				return err
+			}
+		}
 		return c.handleData(f)
 	case *http2.MetaHeadersFrame:
 		return c.handleHeaders(f)
@@ -202,26 +237,71 @@ func (c *conn) handle(f http2.Frame) error {
 		if f.StreamID == 0 {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
+		if err := c.resetByPeer(f.StreamID); err != nil {
+			return err
+		}
 		c.peerReset(f.StreamID, f.ErrCode)
 	case *http2.PingFrame:
 		if f.StreamID != 0 {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		if !f.IsAck() {
+			if err := c.spend(&c.fl.pings, RefusePingFlood); err != nil {
+				return err
+			}
 			return c.writeFrame(func(fr *http2.Framer) error { return fr.WritePing(true, f.Data) })
 		}
 	case *http2.GoAwayFrame:
 		c.handleGoAway(f)
 	case *http2.PushPromiseFrame:
 		return http2.ConnectionError(http2.ErrCodeProtocol)
+	default:
+		// PRIORITY and unknown frame types are ignored, within bounds.
+		return c.spend(&c.fl.empty, RefuseEmptyFlood)
 	}
-	// PRIORITY and unknown frame types are ignored.
 	return nil
 }
+
+// resetByPeer accounts a peer's RST_STREAM before it is applied: a stream
+// whose handler has not answered yet has the handler's context cancelled
+// (its authorization and dial stop) and counts as an early reset; a reset
+// of a stream already gone changes nothing and counts as an empty frame.
+func (c *conn) resetByPeer(id uint32) error {
+	c.mu.Lock()
+	h := c.pending[id]
+	early := h != nil && !h.answered
+	if early {
+		h.answered = true // counted once
+	}
+	_, live := c.streams[id]
+	c.mu.Unlock()
+	switch {
+	case early:
+		h.cancel(errEarlyReset)
+		c.ctr.earlyResets.Add(1)
+		return c.spend(&c.fl.earlyResets, RefuseRapidReset)
+	case !live:
+		return c.spend(&c.fl.empty, RefuseEmptyFlood)
+	}
+	return nil
+}
+
+// handlerSlot is one running server handler.
+type handlerSlot struct {
+	cancel   context.CancelCauseFunc
+	answered bool // its response was sent (or it was reset early)
+}
+
+// errEarlyReset is the cause of a handler context cancelled by the peer's
+// RST_STREAM.
+var errEarlyReset = fmt.Errorf("%w: peer reset the stream before its answer", ErrStreamReset)
 
 func (c *conn) handleSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
+	}
+	if err := c.spend(&c.fl.settings, RefuseSettingsFlood); err != nil {
+		return err
 	}
 	c.mu.Lock()
 	var headerTable *uint32
@@ -295,7 +375,7 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.isIdleStreamID(f.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		return nil
+		return c.spend(&c.fl.empty, RefuseEmptyFlood)
 	}
 	s.sendWin += int64(f.Increment)
 	if s.sendWin > maxWindow {
@@ -450,6 +530,7 @@ func (c *conn) abort(err error) {
 	c.closed = true
 	c.closeErr = err
 	close(c.done)
+	c.hcancel(err)
 	streams := make([]*Stream, 0, len(c.streams))
 	for _, s := range c.streams {
 		streams = append(streams, s)
@@ -460,8 +541,11 @@ func (c *conn) abort(err error) {
 	if c.kaTimer != nil {
 		c.kaTimer.Stop()
 	}
+	linger := c.lingering
 	c.mu.Unlock()
-	_ = c.nc.Close()
+	if !linger {
+		_ = c.nc.Close()
+	}
 	for _, s := range streams {
 		c.failStream(s, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.uber.org/goleak"
+	"golang.org/x/net/http2/hpack"
 
 	"github.com/ambit-mesh/ambit/identity/identitytest"
 )
@@ -186,4 +187,8 @@ func echoApp(c net.Conn) {
 	_, _ = io.Copy(c, c)
 	_ = c.(*net.TCPConn).CloseWrite()
 	_, _ = io.Copy(io.Discard, c)
+}
+
+func hpackField(name, value string) hpack.HeaderField {
+	return hpack.HeaderField{Name: name, Value: value}
 }

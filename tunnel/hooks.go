@@ -67,6 +67,24 @@ type ConnInfo struct {
 type Hooks struct {
 	OnStart func(*ConnInfo)
 	OnEnd   func(*ConnInfo)
+	// OnRefuse reports a hostile-peer defence that bit: a connection closed
+	// for a flood, a handshake over the cap, a stream over its identity's
+	// cap, a loop, a malformed request. Reason is one of the Refuse*
+	// constants (a small set: fit for a metrics label).
+	OnRefuse func(RefuseInfo)
+}
+
+// RefuseInfo describes one refusal by a hostile-peer defence.
+type RefuseInfo struct {
+	Reason   string         // a Refuse* constant
+	Peer     spiffeid.ID    // verified peer identity (zero before the handshake)
+	PeerAddr netip.AddrPort // TCP peer
+}
+
+func (h Hooks) refuse(ri RefuseInfo) {
+	if h.OnRefuse != nil {
+		h.OnRefuse(ri)
+	}
 }
 
 func (h Hooks) start(ci *ConnInfo) {
@@ -100,12 +118,19 @@ type Stats struct {
 	WriteTimeouts    int64 // connections closed because the peer stopped reading
 	BytesSent        int64 // payload bytes towards destinations
 	BytesRecv        int64 // payload bytes from destinations
+	EarlyResets      int64 // server: streams the peer reset before their answer (handler cancelled)
+	CalmCloses       int64 // connections closed with GOAWAY(ENHANCE_YOUR_CALM) for a flood
+	Malformed        int64 // server: malformed requests (RFC 9113 section 8.1.1), reset with PROTOCOL_ERROR
+	Loops            int64 // server: CONNECTs to one of the daemon's own ports (400)
+	HandshakeRefused int64 // server: connections closed at once, over the handshake cap
+	IdentityRefused  int64 // server: streams refused (503), over the source identity's stream cap
 }
 
 type counters struct {
 	tunnelsAccepted, tunnelsDialed, tunnelDialErrors, tlsFailures, identityErrors,
 	protocolErrors, streams, streamsActive, badRequests, denied, upstreamFailures,
 	resets, revoked, keepaliveDeaths, writeTimeouts, bytesSent, bytesRecv atomic.Int64
+	earlyResets, calmCloses, malformed, loops, handshakeRefused, identityRefused atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -127,5 +152,11 @@ func (c *counters) snapshot() Stats {
 		WriteTimeouts:    c.writeTimeouts.Load(),
 		BytesSent:        c.bytesSent.Load(),
 		BytesRecv:        c.bytesRecv.Load(),
+		EarlyResets:      c.earlyResets.Load(),
+		CalmCloses:       c.calmCloses.Load(),
+		Malformed:        c.malformed.Load(),
+		Loops:            c.loops.Load(),
+		HandshakeRefused: c.handshakeRefused.Load(),
+		IdentityRefused:  c.identityRefused.Load(),
 	}
 }

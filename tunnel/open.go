@@ -60,26 +60,60 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		return fmt.Errorf("%w: HEADERS on stream %d out of order", ErrProtocol, id)
 	}
 	c.lastPeerID = id
-	if c.draining || c.closed || c.active >= int(c.set.MaxConcurrentStreams) {
+	// A stream counts against MAX_CONCURRENT_STREAMS until its handler has
+	// returned, not only while the peer keeps it open: a reset does not
+	// free the slot of a handler still authorizing or dialing.
+	limit := int(c.set.MaxConcurrentStreams)
+	if c.draining || c.closed || c.active >= limit || c.handlers >= limit {
 		c.mu.Unlock()
-		return c.writeFrame(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+		if err := c.writeFrame(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) }); err != nil {
+			return err
+		}
+		return c.spend(&c.fl.localResets, RefuseResetFlood)
 	}
 	s = newStream(c)
 	s.id = id
 	c.streams[id] = s
 	c.active++
+	c.handlers++
+	ctx, cancel := context.WithCancelCause(c.hctx)
+	c.pending[id] = &handlerSlot{cancel: cancel}
 	if f.StreamEnded() {
 		s.rclosed = true
 	}
 	c.mu.Unlock()
-	c.onRequest(s, f)
+	c.onRequest(ctx, s, f)
 	return nil
+}
+
+// answered marks a server stream's request as answered: from now on a
+// reset by the peer is an ordinary end of stream, not an early reset.
+func (c *conn) answered(id uint32) {
+	c.mu.Lock()
+	if h := c.pending[id]; h != nil {
+		h.answered = true
+	}
+	c.mu.Unlock()
+}
+
+// handlerDone is called when the handler of server stream id returns: its
+// slot is free again and its context is released.
+func (c *conn) handlerDone(id uint32) {
+	c.mu.Lock()
+	h := c.pending[id]
+	delete(c.pending, id)
+	c.handlers--
+	c.mu.Unlock()
+	if h != nil {
+		h.cancel(nil)
+	}
 }
 
 // respond sends the response HEADERS of a server stream; end also closes
 // the stream (error statuses), resetting it with NO_ERROR if the client is
 // still sending (RFC 9113 8.1).
 func (c *conn) respond(s *Stream, status int, end bool) error {
+	c.answered(s.id)
 	c.wmu.Lock()
 	c.hbuf.Reset()
 	_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(status)})

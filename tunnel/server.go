@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -43,6 +44,15 @@ type ServerConfig struct {
 	Hooks Hooks
 	// Settings are optional.
 	Settings Settings
+	// Guard caps handshakes in progress and streams per source identity
+	// across every Server that shares it. Optional: default a Guard of
+	// this Server's own with the default caps.
+	Guard *Guard
+	// ReservedPorts are the ports of the daemon's own listeners (HBONE,
+	// capture, admin, metrics): a CONNECT to one of them is a loop and is
+	// refused with 400. The port of the listener a CONNECT arrives on is
+	// always reserved. Optional.
+	ReservedPorts []uint16
 }
 
 // Server terminates HBONE: one Server, any number of listeners (one per
@@ -80,6 +90,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Guard == nil {
+		cfg.Guard = NewGuard(GuardConfig{})
+	}
 	return &Server{
 		cfg:       cfg,
 		set:       cfg.Settings.withDefaults(),
@@ -101,6 +114,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, w Workload) error {
 		return fmt.Errorf("%w: Workload needs an ID and at least one address", ErrConfig)
 	}
 	conf := serverTLS(s.cfg.SVIDs, s.cfg.Bundles, w.ID, s.set)
+	reserved := map[uint16]bool{}
+	for _, p := range s.cfg.ReservedPorts {
+		reserved[p] = true
+	}
+	if p := addrPortOf(ln.Addr()).Port(); p != 0 {
+		reserved[p] = true
+	}
 	s.mu.Lock()
 	if s.shutdown {
 		s.mu.Unlock()
@@ -147,17 +167,24 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, w Workload) error {
 		}
 		backoff = 0
 		s.ctr.tunnelsAccepted.Add(1)
+		if !s.cfg.Guard.startHandshake() {
+			s.refused(&s.ctr.handshakeRefused, RefuseHandshakes, spiffeid.ID{}, addrPortOf(nc.RemoteAddr()),
+				"hbone: TLS handshakes in progress at the cap, connection closed", "workload", w.ID.String())
+			_ = nc.Close()
+			continue
+		}
 		s.wg.Add(1)
-		go s.serveConn(ctx, nc, w, conf)
+		go s.serveConn(ctx, nc, w, conf, reserved)
 	}
 }
 
-func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *tls.Config) {
+func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *tls.Config, reserved map[uint16]bool) {
 	defer s.wg.Done()
 	tc := tls.Server(nc, conf)
 	hctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
+	s.cfg.Guard.endHandshake()
 	src := addrPortOf(nc.RemoteAddr())
 	if err != nil {
 		s.ctr.tlsFailures.Add(1)
@@ -176,12 +203,16 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *t
 	}
 	c := newConn(tc, s.set, s.log, &s.ctr, false)
 	c.peer, c.local = peer, w.ID
-	c.onRequest = func(st *Stream, f *http2.MetaHeadersFrame) {
+	c.onRequest = func(hctx context.Context, st *Stream, f *http2.MetaHeadersFrame) {
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			s.handle(ctx, c, st, f, w)
+			defer c.handlerDone(st.id)
+			s.handle(ctx, hctx, c, st, f, w, reserved)
 		}()
+	}
+	c.onRefuse = func(reason string) {
+		s.cfg.Hooks.refuse(RefuseInfo{Reason: reason, Peer: peer, PeerAddr: src})
 	}
 	_ = tc.SetReadDeadline(time.Now().Add(s.set.ConnectTimeout))
 	if err := c.start(); err != nil {
@@ -210,8 +241,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *t
 	c.run()
 }
 
-// handle answers one CONNECT: validate, authorize, dial, splice.
-func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaHeadersFrame, w Workload) {
+// handle answers one CONNECT: validate, authorize, dial, splice. ctx is
+// the Serve context; hctx, the handler's, also ends when the peer resets
+// the stream before the answer or the connection ends: it bounds the
+// authorization and the dial.
+func (s *Server) handle(ctx, hctx context.Context, c *conn, st *Stream, f *http2.MetaHeadersFrame, w Workload, reserved map[uint16]bool) {
 	ci := &ConnInfo{
 		Direction:   Inbound,
 		Source:      c.peer,
@@ -228,6 +262,14 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 		_ = st.Close()
 		s.cfg.Hooks.end(ci)
 	}
+	// earlyEnd ends a stream the peer reset before its answer (or whose
+	// connection ended): nothing is answered.
+	earlyEnd := func() {
+		ci.Outcome, ci.Reason, ci.Duration = OutcomeReset, "peer reset the stream before its answer", time.Since(ci.Start)
+		ci.Err = context.Cause(hctx)
+		_ = st.Close()
+		s.cfg.Hooks.end(ci)
+	}
 	dst, err := s.checkRequest(f, w)
 	if err != nil {
 		s.ctr.badRequests.Add(1)
@@ -235,6 +277,23 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 		return
 	}
 	ci.DestAddr = dst
+	if reserved[dst.Port()] {
+		s.ctr.badRequests.Add(1)
+		s.refused(&s.ctr.loops, RefuseLoop, c.peer, ci.SourceAddr, "hbone: CONNECT to one of the daemon's own ports refused (loop)",
+			"destination", dst, "workload", w.ID.String())
+		reject(400, OutcomeBadRequest, "destination port is one of the daemon's own listeners (loop)",
+			fmt.Errorf("%w: %s is a daemon listener", ErrBadRequest, dst))
+		return
+	}
+	if !s.cfg.Guard.acquire(c.peer) {
+		s.ctr.upstreamFailures.Add(1)
+		s.refused(&s.ctr.identityRefused, RefuseIdentityStream, c.peer, ci.SourceAddr,
+			"hbone: source identity at its stream cap on this node, CONNECT refused", "workload", w.ID.String())
+		reject(503, OutcomeUpstreamRefused, "source identity at its stream cap on this node",
+			fmt.Errorf("%w: source identity at its stream cap", ErrUpstream))
+		return
+	}
+	defer s.cfg.Guard.release(c.peer)
 	for _, h := range f.RegularFields() {
 		switch h.Name {
 		case "forwarded":
@@ -251,8 +310,12 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 			}
 		}
 	}
-	dec := s.cfg.Authorizer.Authorize(ctx, AuthzRequest{Source: c.peer, SourceAddr: ci.SourceAddr, Destination: dst, Workload: w.ID})
+	dec := s.cfg.Authorizer.Authorize(hctx, AuthzRequest{Source: c.peer, SourceAddr: ci.SourceAddr, Destination: dst, Workload: w.ID})
 	ci.Policy = dec.Policy
+	if hctx.Err() != nil { // not watched: it never reaches the destination
+		earlyEnd()
+		return
+	}
 	if !dec.Allow {
 		s.ctr.denied.Add(1)
 		reason := dec.Reason // the authorizer's words; the outcome already says DENY
@@ -270,8 +333,17 @@ func (s *Server) handle(ctx context.Context, c *conn, st *Stream, f *http2.MetaH
 	var up net.Conn
 	if rv.revokedBy() == nil { // Watch itself may have revoked
 		dctx, cancel := context.WithTimeout(sctx, s.set.ConnectTimeout)
+		stop := context.AfterFunc(hctx, cancel) // an early reset abandons the dial
 		up, err = s.cfg.Dial(dctx, dst)
+		stop()
 		cancel()
+	}
+	if hctx.Err() != nil {
+		if err == nil && up != nil {
+			_ = up.Close()
+		}
+		earlyEnd()
+		return
 	}
 	if d := rv.revokedBy(); d != nil { // revoked before established: refuse as denied
 		if err == nil && up != nil {
@@ -399,6 +471,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.wg.Wait()
 	return err
+}
+
+// refused counts, logs and reports one refusal by a hostile-peer defence.
+// Under a flood the log line is written for the 1st, 2nd, 4th, 8th...
+// refusal of a kind and then every 1024th, so the log cannot be flooded.
+func (s *Server) refused(ctr *atomic.Int64, reason string, peer spiffeid.ID, addr netip.AddrPort, msg string, args ...any) {
+	n := ctr.Add(1)
+	if n&(n-1) == 0 || n%1024 == 0 {
+		s.log.Warn(msg, append([]any{"reason", reason, "peer", peer.String(), "peer_addr", addr, "refused_so_far", n}, args...)...)
+	}
+	s.cfg.Hooks.refuse(RefuseInfo{Reason: reason, Peer: peer, PeerAddr: addr})
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

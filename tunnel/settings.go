@@ -49,6 +49,8 @@ type Settings struct {
 	// AllowTLS12 also accepts TLS 1.2 with ECDHE and AES-GCM. Default off:
 	// TLS 1.3 only.
 	AllowTLS12 bool
+	// Limits bound per-connection floods (see Limits). Optional.
+	Limits Limits
 }
 
 // Defaults.
@@ -119,5 +121,6 @@ func (s Settings) withDefaults() Settings {
 	if s.ConnectTimeout <= 0 {
 		s.ConnectTimeout = DefaultConnectTimeout
 	}
+	s.Limits = s.Limits.withDefaults()
 	return s
 }

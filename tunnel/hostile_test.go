@@ -1,0 +1,265 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// The hostile-peer suite: each test plays one attack with a valid workload
+// certificate against a real Server on loopback, prints one line (attack,
+// accepted or refused, goroutines and heap before and after) and asserts
+// that goroutines and memory stay bounded and that a legitimate client on
+// another connection still gets through during the attack.
+
+// footprint is the process's goroutines and live heap, after a GC.
+type footprint struct {
+	goroutines int
+	heap       uint64
+}
+
+func measure() footprint {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return footprint{goroutines: runtime.NumGoroutine(), heap: ms.HeapAlloc}
+}
+
+// report prints the suite's line for one attack.
+func report(t testing.TB, attack string, refused bool, before, peak, after footprint) {
+	t.Helper()
+	verdict := "accepted"
+	if refused {
+		verdict = "refused"
+	}
+	t.Logf("attack=%q result=%s goroutines=%d->peak %d->%d heap=%.1fMiB->%.1fMiB",
+		attack, verdict, before.goroutines, peak.goroutines, after.goroutines,
+		float64(before.heap)/(1<<20), float64(after.heap)/(1<<20))
+}
+
+// blackhole is a destination dialer that never connects: it waits for its
+// context, counting dials in flight, the most seen at once, and the dials
+// that ended by cancellation.
+type blackhole struct {
+	inFlight, peak, cancelled, total atomic.Int64
+	pass                             *atomic.Bool // while true, dials go through to the real app
+}
+
+func (b *blackhole) dial(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
+	if b.pass != nil && b.pass.Load() {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", dst.String())
+	}
+	b.total.Add(1)
+	n := b.inFlight.Add(1)
+	for {
+		p := b.peak.Load()
+		if n <= p || b.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	<-ctx.Done()
+	b.inFlight.Add(-1)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		b.cancelled.Add(1)
+	}
+	return nil, ctx.Err()
+}
+
+// frameSink reads every frame of a raw connection on its own goroutine,
+// answering SETTINGS, and records the GOAWAY code (if any).
+type frameSink struct {
+	goAway  atomic.Int32 // 0: none; else code+1
+	resets  atomic.Int64
+	headers atomic.Int64
+	done    chan struct{}
+}
+
+func sink(rc *rawClient) *frameSink {
+	s := &frameSink{done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		for {
+			_ = rc.tc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			f, err := rc.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch f := f.(type) {
+			case *http2.GoAwayFrame:
+				s.goAway.CompareAndSwap(0, int32(f.ErrCode)+1)
+			case *http2.RSTStreamFrame:
+				s.resets.Add(1)
+			case *http2.MetaHeadersFrame:
+				s.headers.Add(1)
+			}
+		}
+	}()
+	return s
+}
+
+func (s *frameSink) code() (http2.ErrCode, bool) {
+	v := s.goAway.Load()
+	return http2.ErrCode(v - 1), v != 0
+}
+
+// legit checks that an ordinary client, on its own connection, is carried
+// end to end while an attack runs.
+func legit(t *testing.T, e *env) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.cli.Dial(ctx, e.req())
+	if err != nil {
+		t.Fatalf("legitimate client refused during the attack: %v", err)
+	}
+	defer c.Close()
+	msg := []byte("legitimate bytes")
+	if _, err := c.Write(msg); err != nil {
+		t.Fatalf("legitimate write: %v", err)
+	}
+	buf := make([]byte, len(msg))
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != string(msg) {
+		t.Fatalf("legitimate echo: %q %v", buf, err)
+	}
+}
+
+// peakGoroutines samples runtime.NumGoroutine every 2 ms until stop.
+func peakGoroutines() (stop func() int) {
+	var peak atomic.Int64
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			if g := int64(runtime.NumGoroutine()); g > peak.Load() {
+				peak.Store(g)
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}()
+	return func() int { close(done); wg.Wait(); return int(peak.Load()) }
+}
+
+// connect writes one CONNECT header block on a raw connection.
+func (r *rawClient) connect(authority string) (uint32, error) {
+	id := r.next
+	r.next += 2
+	r.hbuf.Reset()
+	_ = r.enc.WriteField(hpackField(":method", "CONNECT"))
+	_ = r.enc.WriteField(hpackField(":authority", authority))
+	return id, r.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: r.hbuf.Bytes(), EndHeaders: true})
+}
+
+// TestRapidReset: thousands of CONNECT+RST_STREAM pairs on one connection
+// towards a destination whose dial never completes (CVE-2023-44487 class).
+// Every reset must cancel its handler's dial, the handlers (hence the
+// dials and goroutines) stay bounded by MAX_CONCURRENT_STREAMS, and the
+// connection ends with GOAWAY(ENHANCE_YOUR_CALM). "back to back" sends the
+// pairs as fast as the connection takes them; "during dials" sends a batch
+// of CONNECTs, waits until their dials are in flight, then resets them all.
+func TestRapidReset(t *testing.T) {
+	for _, mode := range []string{"back to back", "during dials"} {
+		t.Run(mode, func(t *testing.T) { testRapidReset(t, mode) })
+	}
+}
+
+func testRapidReset(t *testing.T, mode string) {
+	const maxStreams, pairs = 50, 5000
+	var legitNow atomic.Bool
+	bh := &blackhole{pass: &legitNow}
+	e := newEnv(t, envOpt{settings: Settings{MaxConcurrentStreams: maxStreams}, srvDial: bh.dial})
+	before := measure()
+	rc := newRawClient(t, e)
+	s := sink(rc)
+	app := e.app.String()
+	peak := peakGoroutines()
+	sent := 0
+attack:
+	for sent < pairs {
+		batch := 1
+		if mode == "during dials" {
+			batch = maxStreams - 10
+		}
+		if mode == "during dials" { // the previous batch's handlers have returned
+			deadline := time.Now().Add(2 * time.Second)
+			for bh.inFlight.Load() > 0 && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		ids := make([]uint32, 0, batch)
+		for range batch {
+			id, err := rc.connect(app)
+			if err != nil {
+				break attack
+			}
+			ids = append(ids, id)
+		}
+		if mode == "during dials" {
+			deadline := time.Now().Add(2 * time.Second)
+			for bh.inFlight.Load() < int64(batch) && time.Now().Before(deadline) {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		for _, id := range ids {
+			if err := rc.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+				break attack
+			}
+			sent++
+		}
+	}
+	// Right after the attack, a legitimate client gets through (its dial
+	// goes to the real app).
+	legitNow.Store(true)
+	legit(t, e)
+	legitNow.Store(false)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("attacking connection still open 10s after the attack")
+	}
+	peakG := peak()
+	waitFor(t, func() bool { return bh.inFlight.Load() == 0 })
+	after := measure()
+	code, ok := s.code()
+	report(t, "rapid reset ("+mode+", CONNECT+RST_STREAM, blackholed dial)", ok && code == http2.ErrCodeEnhanceYourCalm,
+		before, footprint{goroutines: peakG}, after)
+	st := e.srv.Stats()
+	t.Logf("pairs sent %d, dials %d, peak dials in flight %d, cancelled %d, early resets %d", sent, bh.total.Load(), bh.peak.Load(), bh.cancelled.Load(), st.EarlyResets)
+	if !ok || code != http2.ErrCodeEnhanceYourCalm {
+		t.Errorf("GOAWAY %v (seen %v), want ENHANCE_YOUR_CALM", code, ok)
+	}
+	if p := bh.peak.Load(); p > maxStreams {
+		t.Errorf("%d dials in flight at once, want <= MAX_CONCURRENT_STREAMS %d", p, maxStreams)
+	}
+	if c, n := bh.cancelled.Load(), bh.total.Load(); c != n {
+		t.Errorf("%d of %d dials cancelled; the others ran to their timeout", c, n)
+	}
+	if mode == "during dials" && (bh.total.Load() < maxStreams || st.EarlyResets < int64(DefaultEarlyResets.Burst)) {
+		t.Errorf("only %d dials and %d early resets: the attack did not reach the dial", bh.total.Load(), st.EarlyResets)
+	}
+	if g := peakG - before.goroutines; g > 3*maxStreams+40 {
+		t.Errorf("goroutines grew by %d during the attack, want <= %d", g, 3*maxStreams+40)
+	}
+	if g := after.goroutines - before.goroutines; g > 20 {
+		t.Errorf("goroutines grew by %d after the attack", g)
+	}
+	if st.EarlyResets == 0 || st.CalmCloses != 1 {
+		t.Errorf("stats: early resets %d, calm closes %d, want >0 and 1", st.EarlyResets, st.CalmCloses)
+	}
+}
