@@ -44,10 +44,12 @@ type conn struct {
 	// called once, after the connection closed.
 	onClose func(*conn)
 	// onRefuse reports a flood guard that closed the connection (optional).
-	onRefuse  func(reason string)
-	now       func() time.Time
-	fl        floods // read loop only
-	hdrFrames int    // read loop only: frames of the header block being read
+	onRefuse func(reason string)
+	now      func() time.Time
+	fl       floods         // read loop only
+	hdec     *hpack.Decoder // read loop only
+	// onMalformed reports a malformed header list (server; optional).
+	onMalformed func(id uint32, why error)
 
 	// handler contexts (server): hctx ends with the connection; pending
 	// holds every running handler (guarded by mu).
@@ -114,8 +116,8 @@ func newConn(nc net.Conn, set Settings, log *slog.Logger, ctr *counters, isClien
 	c.tc, _ = nc.(*tls.Conn)
 	c.fr = http2.NewFramer(nc, nc)
 	c.fr.SetMaxReadFrameSize(set.MaxFrameSize)
-	c.fr.MaxHeaderListSize = set.MaxHeaderListSize
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
+	c.hdec = hpack.NewDecoder(4096, nil)
+	c.hdec.SetMaxStringLength(int(set.MaxHeaderListSize))
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	c.maxSend = minFrameSize
 	c.lastRead.Store(time.Now().UnixNano())
@@ -193,6 +195,20 @@ func (c *conn) run() {
 			c.abort(fmt.Errorf("%w: %w", ErrConnClosed, err))
 			return
 		}
+		if hf, ok := f.(*http2.HeadersFrame); ok {
+			mh, bad, err := c.readHeaderBlock(hf)
+			if err == nil && bad != nil {
+				err = c.malformed(hf.StreamID, bad)
+			}
+			if err != nil {
+				c.readLoopError(err, bad != nil)
+				return
+			}
+			if bad != nil {
+				continue
+			}
+			f = mh
+		}
 		c.lastRead.Store(time.Now().UnixNano())
 		c.pingSentAt.Store(0)
 		if !c.settingsSeen {
@@ -202,20 +218,31 @@ func (c *conn) run() {
 			}
 		}
 		if err := c.handle(f); err != nil {
-			var calm errCalm
-			if errors.As(err, &calm) {
-				c.calm(calm.reason)
-				return
-			}
-			var ce http2.ConnectionError
-			code := http2.ErrCodeProtocol
-			if errors.As(err, &ce) {
-				code = http2.ErrCode(ce)
-			}
-			c.protocolError(code, err.Error())
+			c.readLoopError(err, true)
 			return
 		}
 	}
+}
+
+// readLoopError ends the connection for an error of the read loop: a flood
+// (ENHANCE_YOUR_CALM), an HTTP/2 connection error, or a dead transport.
+// Any other error of a frame handler (handling) is a PROTOCOL_ERROR.
+func (c *conn) readLoopError(err error, handling bool) {
+	var calm errCalm
+	if errors.As(err, &calm) {
+		c.calm(calm.reason)
+		return
+	}
+	var ce http2.ConnectionError
+	if errors.As(err, &ce) {
+		c.protocolError(http2.ErrCode(ce), err.Error())
+		return
+	}
+	if !handling && !errors.Is(err, ErrProtocol) {
+		c.abort(fmt.Errorf("%w: %w", ErrConnClosed, err))
+		return
+	}
+	c.protocolError(http2.ErrCodeProtocol, err.Error())
 }
 
 func (c *conn) handle(f http2.Frame) error {

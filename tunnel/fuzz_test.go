@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"golang.org/x/net/http2/hpack"
 )
 
 func FuzzParseAuthority(f *testing.F) {
@@ -101,4 +103,89 @@ func TestHeaderParsers(t *testing.T) {
 			t.Errorf("%s: %v", s, err)
 		}
 	}
+}
+
+// FuzzRequestFields feeds header lists (fields separated by '\x01', name
+// and value by '\x02') to the checks of RFC 9113 sections 8.2, 8.3 and 8.5
+// and verifies that every accepted list conforms, and that every refusal
+// wraps ErrBadRequest.
+func FuzzRequestFields(f *testing.F) {
+	for _, s := range []string{
+		":method\x02CONNECT\x01:authority\x0210.0.0.1:80",
+		":method\x02CONNECT\x01:authority\x0210.0.0.1:80\x01te\x02trailers",
+		":method\x02CONNECT\x01:authority\x0210.0.0.1:80\x01connection\x02close",
+		":method\x02CONNECT\x01x-a\x021\x01:authority\x0210.0.0.1:80",
+		":method\x02CONNECT\x01:method\x02CONNECT\x01:authority\x02a",
+		":method\x02CONNECT\x01:authority\x02a\x01X-Up\x021",
+		":method\x02CONNECT\x01:path\x02/\x01:authority\x02a",
+		":method\x02GET\x01:scheme\x02https\x01:path\x02/",
+		":method\x02CONNECT\x01:authority\x02a\x01x\x02 v",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var fields []hpack.HeaderField
+		for _, kv := range strings.Split(s, "\x01") {
+			k, v, _ := strings.Cut(kv, "\x02")
+			fields = append(fields, hpack.HeaderField{Name: k, Value: v})
+		}
+		var chk fieldCheck
+		var err error
+		for _, hf := range fields {
+			if err = chk.add(hf); err != nil {
+				break
+			}
+		}
+		if err == nil {
+			err = checkRequestFields(fields)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrBadRequest) || !errors.Is(err, errMalformed) {
+				t.Fatalf("error %v does not wrap ErrBadRequest and errMalformed", err)
+			}
+			return
+		}
+		seen := map[string]bool{}
+		regular, method, pathOrScheme, authority := false, "", false, false
+		for _, hf := range fields {
+			name := hf.Name
+			if strings.HasPrefix(name, ":") {
+				if regular || seen[name] {
+					t.Fatalf("accepted pseudo-header %q out of order or twice in %q", name, s)
+				}
+				seen[name] = true
+				name = name[1:]
+				switch hf.Name {
+				case ":method":
+					method = hf.Value
+				case ":path", ":scheme":
+					pathOrScheme = true
+				case ":authority":
+					authority = true
+				case ":protocol":
+				default:
+					t.Fatalf("accepted pseudo-header %q", hf.Name)
+				}
+			} else {
+				regular = true
+			}
+			if name == "" || strings.ToLower(name) != name || strings.ContainsAny(name, " :\x00\r\n\"(),/;<=>?@[\\]{}") {
+				t.Fatalf("accepted field name %q", hf.Name)
+			}
+			if strings.ContainsAny(hf.Value, "\x00\r\n") || strings.HasPrefix(hf.Value, " ") || strings.HasSuffix(hf.Value, "\t") {
+				t.Fatalf("accepted value %q", hf.Value)
+			}
+			switch hf.Name {
+			case "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade":
+				t.Fatalf("accepted connection-specific field %q", hf.Name)
+			case "te":
+				if hf.Value != "trailers" {
+					t.Fatalf("accepted te: %q", hf.Value)
+				}
+			}
+		}
+		if method == "CONNECT" && (pathOrScheme || !authority) {
+			t.Fatalf("accepted malformed CONNECT %q", s)
+		}
+	})
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -261,5 +262,185 @@ attack:
 	}
 	if st.EarlyResets == 0 || st.CalmCloses != 1 {
 		t.Errorf("stats: early resets %d, calm closes %d, want >0 and 1", st.EarlyResets, st.CalmCloses)
+	}
+}
+
+// TestMalformedRequests: RFC 9113 sections 8.2.1, 8.2.2, 8.3 and 8.5 make
+// these requests malformed: each is answered 400 and reset with
+// PROTOCOL_ERROR (section 8.1.1), nothing is dialed, the refusal is
+// counted, and the connection keeps serving.
+func TestMalformedRequests(t *testing.T) {
+	e := newEnv(t, envOpt{})
+	app := e.app.String()
+	cases := map[string][]string{
+		"connection":              {":method", "CONNECT", ":authority", app, "connection", "keep-alive"},
+		"keep-alive":              {":method", "CONNECT", ":authority", app, "keep-alive", "timeout=5"},
+		"proxy-connection":        {":method", "CONNECT", ":authority", app, "proxy-connection", "close"},
+		"transfer-encoding":       {":method", "CONNECT", ":authority", app, "transfer-encoding", "chunked"},
+		"upgrade":                 {":method", "CONNECT", ":authority", app, "upgrade", "h2c"},
+		"te gzip":                 {":method", "CONNECT", ":authority", app, "te", "gzip"},
+		"uppercase name":          {":method", "CONNECT", ":authority", app, "X-Upper", "1"},
+		"pseudo after regular":    {":method", "CONNECT", "x-a", "1", ":authority", app},
+		"duplicate :authority":    {":method", "CONNECT", ":authority", app, ":authority", app},
+		"duplicate :method":       {":method", "CONNECT", ":method", "CONNECT", ":authority", app},
+		"CONNECT with :path":      {":method", "CONNECT", ":authority", app, ":path", "/"},
+		"CONNECT with :scheme":    {":method", "CONNECT", ":scheme", "https", ":authority", app},
+		"CONNECT w/o :authority":  {":method", "CONNECT"},
+		"response pseudo-header":  {":method", "CONNECT", ":authority", app, ":status", "200"},
+		"value with LF":           {":method", "CONNECT", ":authority", app, "x-a", "a\nb"},
+		"value with leading tab":  {":method", "CONNECT", ":authority", app, "x-a", "\tb"},
+		"empty name":              {":method", "CONNECT", ":authority", app, "", "x"},
+		"name with colon inside":  {":method", "CONNECT", ":authority", app, "x:y", "x"},
+		"unknown pseudo-header":   {":method", "CONNECT", ":authority", app, ":bogus", "x"},
+		"pseudo after te:trailer": {":method", "CONNECT", "te", "trailers", ":authority", app},
+	}
+	rc := newRawClient(t, e)
+	for name, fields := range cases {
+		t.Run(name, func(t *testing.T) {
+			rc.t = t
+			id := rc.request(fields...)
+			status, code := rc.answer(id)
+			if status != 400 || code != http2.ErrCodeProtocol {
+				t.Fatalf("answer %d then reset %v, want 400 then RST_STREAM(PROTOCOL_ERROR)", status, code)
+			}
+		})
+	}
+	rc.t = t
+	if got := rc.status(rc.request(":method", "CONNECT", ":authority", app, "te", "trailers", "x-ok", "1")); got != 200 {
+		t.Fatalf("good request (te: trailers) after malformed ones: %d", got)
+	}
+	if n := e.upDials.Load(); n != 1 {
+		t.Fatalf("destination dialed %d times, want 1 (the good request)", n)
+	}
+	if st := e.srv.Stats(); st.Malformed != int64(len(cases)) {
+		t.Fatalf("Malformed = %d, want %d", st.Malformed, len(cases))
+	}
+}
+
+// answer reads frames until stream id's response status and its
+// RST_STREAM code (status 0 or code unset when absent).
+func (r *rawClient) answer(id uint32) (status int, code http2.ErrCode) {
+	r.t.Helper()
+	code = http2.ErrCode(0xffffffff)
+	_ = r.tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		f, err := r.fr.ReadFrame()
+		if err != nil {
+			return status, code
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = r.fr.WriteSettingsAck()
+			}
+		case *http2.MetaHeadersFrame:
+			if f.StreamID == id {
+				status, _ = strconv.Atoi(f.PseudoValue("status"))
+			}
+		case *http2.RSTStreamFrame:
+			if f.StreamID == id {
+				return status, f.ErrCode
+			}
+		case *http2.GoAwayFrame:
+			return status, code
+		}
+	}
+}
+
+// floods are frames that cost the receiver work (an answer, a lookup, a
+// decode) without moving the peer's data: each is played 20,000 times on
+// one connection.
+var floodAttacks = []struct {
+	name string
+	prep func(rc *rawClient, app string) // once before the flood
+	send func(rc *rawClient, i int) error
+}{
+	{"SETTINGS", nil, func(rc *rawClient, _ int) error {
+		return rc.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 65535})
+	}},
+	{"PING", nil, func(rc *rawClient, i int) error { return rc.fr.WritePing(false, [8]byte{byte(i)}) }},
+	{"WINDOW_UPDATE on a closed stream", func(rc *rawClient, app string) {
+		id, _ := rc.connect(app)
+		_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}, func(rc *rawClient, _ int) error { return rc.fr.WriteWindowUpdate(1, 1) }},
+	{"RST_STREAM on a closed stream", func(rc *rawClient, app string) {
+		id, _ := rc.connect(app)
+		_ = rc.fr.WriteRSTStream(id, http2.ErrCodeCancel)
+	}, func(rc *rawClient, _ int) error { return rc.fr.WriteRSTStream(1, http2.ErrCodeCancel) }},
+	{"empty DATA", func(rc *rawClient, app string) { _, _ = rc.connect(app) },
+		func(rc *rawClient, _ int) error { return rc.fr.WriteData(1, false, nil) }},
+	{"PRIORITY", nil, func(rc *rawClient, i int) error {
+		return rc.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{Weight: 1})
+	}},
+	{"unknown frame type", nil, func(rc *rawClient, _ int) error { return rc.fr.WriteRawFrame(0xbb, 0, 0, nil) }},
+	{"CONTINUATION without END_HEADERS", func(rc *rawClient, app string) {
+		rc.hbuf.Reset()
+		_ = rc.enc.WriteField(hpackField(":method", "CONNECT"))
+		_ = rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: rc.hbuf.Bytes()})
+	}, func(rc *rawClient, _ int) error { return rc.fr.WriteContinuation(1, false, nil) }},
+	{"HEADERS over MAX_CONCURRENT_STREAMS", nil, func(rc *rawClient, _ int) error {
+		_, err := rc.connect("127.0.0.1:1") // the held dials keep the slots taken
+		return err
+	}},
+	{"malformed HEADERS", nil, func(rc *rawClient, _ int) error {
+		rc.hbuf.Reset()
+		_ = rc.enc.WriteField(hpackField(":method", "CONNECT"))
+		_ = rc.enc.WriteField(hpackField("connection", "close"))
+		id := rc.next
+		rc.next += 2
+		return rc.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: rc.hbuf.Bytes(), EndHeaders: true})
+	}},
+}
+
+// TestFloods: each flood ends its connection with GOAWAY(ENHANCE_YOUR_CALM)
+// long before 20,000 frames, counted; goroutines stay bounded and a
+// legitimate client on another connection gets through meanwhile.
+func TestFloods(t *testing.T) {
+	for _, fl := range floodAttacks {
+		t.Run(fl.name, func(t *testing.T) {
+			var pass atomic.Bool
+			pass.Store(true)
+			bh := &blackhole{pass: &pass}
+			e := newEnv(t, envOpt{settings: Settings{MaxConcurrentStreams: 20}, srvDial: bh.dial})
+			before := measure()
+			rc := newRawClient(t, e)
+			s := sink(rc)
+			pass.Store(fl.name != "HEADERS over MAX_CONCURRENT_STREAMS")
+			if fl.prep != nil {
+				fl.prep(rc, e.app.String())
+			}
+			peak := peakGoroutines()
+			sent := 0
+			for ; sent < 20000; sent++ {
+				if fl.send(rc, sent) != nil {
+					break
+				}
+			}
+			pass.Store(true)
+			legit(t, e)
+			select {
+			case <-s.done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("flooding connection still open 10s after the flood")
+			}
+			peakG := peak()
+			_ = rc.tc.Close()
+			waitFor(t, func() bool { return bh.inFlight.Load() == 0 })
+			after := measure()
+			code, ok := s.code()
+			report(t, "flood: "+fl.name+" x20000", ok && code == http2.ErrCodeEnhanceYourCalm, before, footprint{goroutines: peakG}, after)
+			if !ok || code != http2.ErrCodeEnhanceYourCalm {
+				t.Errorf("GOAWAY %v (seen %v), want ENHANCE_YOUR_CALM", code, ok)
+			}
+			if st := e.srv.Stats(); st.CalmCloses != 1 {
+				t.Errorf("CalmCloses = %d, want 1", st.CalmCloses)
+			}
+			if g := peakG - before.goroutines; g > 100 {
+				t.Errorf("goroutines grew by %d during the flood", g)
+			}
+			if g := after.goroutines - before.goroutines; g > 20 {
+				t.Errorf("goroutines grew by %d after the flood", g)
+			}
+		})
 	}
 }

@@ -59,6 +59,10 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return fmt.Errorf("%w: HEADERS on stream %d out of order", ErrProtocol, id)
 	}
+	if err := checkRequestFields(f.Fields); err != nil {
+		c.mu.Unlock()
+		return c.malformed(id, err)
+	}
 	c.lastPeerID = id
 	// A stream counts against MAX_CONCURRENT_STREAMS until its handler has
 	// returned, not only while the peer keeps it open: a reset does not

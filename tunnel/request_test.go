@@ -138,7 +138,7 @@ func TestBadRequests(t *testing.T) {
 		{"foreign authority", []string{":method", "CONNECT", ":authority", "10.9.9.9:80"}, 400},
 		{"port zero", []string{":method", "CONNECT", ":authority", "127.0.0.1:0"}, 400},
 		{"oversize header list", []string{":method", "CONNECT", ":authority", app, "x-a", big, "x-b", big, "x-c", big, "x-d", big}, 400},
-		{"invalid header name", []string{":method", "CONNECT", ":authority", app, "Bad Name", "x"}, -1},
+		{"invalid header name", []string{":method", "CONNECT", ":authority", app, "Bad Name", "x"}, 400}, // malformed: 400, then RST_STREAM(PROTOCOL_ERROR)
 	}
 	rc := newRawClient(t, e)
 	for _, tc := range cases {

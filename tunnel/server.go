@@ -211,6 +211,11 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *t
 			s.handle(ctx, hctx, c, st, f, w, reserved)
 		}()
 	}
+	c.onMalformed = func(id uint32, why error) {
+		s.ctr.badRequests.Add(1)
+		s.refused(&s.ctr.malformed, RefuseMalformed, peer, src, "hbone: malformed request, answered 400 and reset with PROTOCOL_ERROR",
+			"stream", id, "why", why.Error(), "workload", w.ID.String())
+	}
 	c.onRefuse = func(reason string) {
 		s.cfg.Hooks.refuse(RefuseInfo{Reason: reason, Peer: peer, PeerAddr: src})
 	}
