@@ -65,6 +65,9 @@ type envOpt struct {
 	v6       bool
 	logger   *slog.Logger // server logger; default testLogger
 	hooks    Hooks        // client hooks
+	guard    *Guard       // server guard; default the server's own
+	reserved []uint16     // server ReservedPorts
+	refuse   func(RefuseInfo)
 }
 
 func newEnv(t testing.TB, o envOpt) *env {
@@ -114,11 +117,12 @@ func newEnv(t testing.TB, o envOpt) *env {
 	}
 	e.srv, err = NewServer(ServerConfig{
 		SVIDs: e.srvSVIDs, Bundles: e.bundles, Authorizer: o.authz, Logger: o.logger, Settings: o.settings,
+		Guard: o.guard, ReservedPorts: o.reserved,
 		Dial: func(ctx context.Context, dst netip.AddrPort) (net.Conn, error) {
 			e.upDials.Add(1)
 			return dial(ctx, dst)
 		},
-		Hooks: Hooks{OnEnd: func(ci *ConnInfo) {
+		Hooks: Hooks{OnRefuse: o.refuse, OnEnd: func(ci *ConnInfo) {
 			c := *ci
 			select {
 			case e.ended <- &c:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"strconv"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
 )
 
@@ -442,5 +444,115 @@ func TestFloods(t *testing.T) {
 				t.Errorf("goroutines grew by %d after the flood", g)
 			}
 		})
+	}
+}
+
+var otherID = spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/other")
+
+// TestIdentityStreamCap: one source identity cannot hold more streams on
+// a node than GuardConfig.MaxStreamsPerIdentity, however many connections
+// it opens; the next CONNECT is answered 503 and counted, while another
+// identity still gets through.
+func TestIdentityStreamCap(t *testing.T) {
+	var refusals sync.Map
+	e := newEnv(t, envOpt{guard: NewGuard(GuardConfig{MaxStreamsPerIdentity: 5}), refuse: func(ri RefuseInfo) {
+		refusals.Store(ri.Reason+" "+ri.Peer.String(), true)
+	}})
+	app := e.app.String()
+	var conns []*rawClient
+	for range 3 {
+		conns = append(conns, newRawClient(t, e))
+	}
+	// Five streams over three connections: all established.
+	for i := range 5 {
+		rc := conns[i%3]
+		if got := rc.status(rc.request(":method", "CONNECT", ":authority", app)); got != 200 {
+			t.Fatalf("stream %d: %d, want 200", i, got)
+		}
+	}
+	// The sixth, on any connection, is over the identity's cap.
+	if got := conns[2].status(conns[2].request(":method", "CONNECT", ":authority", app)); got != 503 {
+		t.Fatalf("stream over the identity's cap: %d, want 503", got)
+	}
+	if st := e.srv.Stats(); st.IdentityRefused != 1 {
+		t.Fatalf("IdentityRefused = %d, want 1", st.IdentityRefused)
+	}
+	if _, ok := refusals.Load(RefuseIdentityStream + " " + srcID.String()); !ok {
+		t.Fatal("OnRefuse did not report the identity cap")
+	}
+	// Another identity is not affected.
+	rc := newRawClientAs(t, e, otherID)
+	if got := rc.status(rc.request(":method", "CONNECT", ":authority", app)); got != 200 {
+		t.Fatalf("other identity: %d, want 200", got)
+	}
+	// Closing a connection frees its streams' slots once their handlers
+	// return.
+	_ = conns[0].tc.Close()
+	waitFor(t, func() bool { return e.srv.cfg.Guard.Streams(srcID) == 3 })
+	if got := conns[1].status(conns[1].request(":method", "CONNECT", ":authority", app)); got != 200 {
+		t.Fatalf("after slots were freed: %d, want 200", got)
+	}
+}
+
+// TestHandshakeCap: connections that never finish their TLS handshake
+// (slowloris) take at most GuardConfig.MaxHandshakes slots; one more is
+// closed at once and counted, and a legitimate client gets through once
+// slots are free.
+func TestHandshakeCap(t *testing.T) {
+	g := NewGuard(GuardConfig{MaxHandshakes: 3})
+	e := newEnv(t, envOpt{guard: g})
+	before := measure()
+	var slow []net.Conn
+	for range 3 {
+		c, err := net.Dial("tcp", e.tunnel.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		slow = append(slow, c)
+	}
+	waitFor(t, func() bool { return g.Handshakes() == 3 })
+	extra, err := net.Dial("tcp", e.tunnel.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("connection over the handshake cap not closed: %v", err)
+	}
+	if st := e.srv.Stats(); st.HandshakeRefused != 1 {
+		t.Fatalf("HandshakeRefused = %d, want 1", st.HandshakeRefused)
+	}
+	peak := measure()
+	for _, c := range slow {
+		_ = c.Close()
+	}
+	waitFor(t, func() bool { return g.Handshakes() == 0 })
+	legit(t, e)
+	report(t, "slowloris handshakes over the cap (3)", true, before, peak, measure())
+}
+
+// TestLoopRefused: a CONNECT to one of the daemon's own ports (the
+// listener it arrives on, or a configured reserved port) on the pod's
+// address would nest a tunnel in itself: it is refused with 400, counted,
+// and nothing is dialed.
+func TestLoopRefused(t *testing.T) {
+	e := newEnv(t, envOpt{reserved: []uint16{15001, 15006, 15020}})
+	rc := newRawClient(t, e)
+	for _, port := range []uint16{e.tunnel.Port(), 15001, 15006, 15020} {
+		dst := netip.AddrPortFrom(e.loop, port).String()
+		if got := rc.status(rc.request(":method", "CONNECT", ":authority", dst)); got != 400 {
+			t.Fatalf("CONNECT %s: %d, want 400", dst, got)
+		}
+	}
+	if n := e.upDials.Load(); n != 0 {
+		t.Fatalf("%d dials for loops", n)
+	}
+	if st := e.srv.Stats(); st.Loops != 4 {
+		t.Fatalf("Loops = %d, want 4", st.Loops)
+	}
+	if got := rc.status(rc.request(":method", "CONNECT", ":authority", e.app.String())); got != 200 {
+		t.Fatalf("ordinary CONNECT after loops: %d", got)
 	}
 }

@@ -31,11 +31,17 @@ type rawClient struct {
 
 func newRawClient(t *testing.T, e *env, settings ...http2.Setting) *rawClient {
 	t.Helper()
+	return newRawClientAs(t, e, srcID, settings...)
+}
+
+// newRawClientAs is newRawClient with the client certificate of id.
+func newRawClientAs(t *testing.T, e *env, id spiffeid.ID, settings ...http2.Setting) *rawClient {
+	t.Helper()
 	c, err := net.Dial("tcp", e.tunnel.String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(c, clientTLS(e.cliSVIDs, e.bundles, srcID, []spiffeid.ID{dstID}, Settings{}))
+	tc := tls.Client(c, clientTLS(e.cliSVIDs, e.bundles, id, []spiffeid.ID{dstID}, Settings{}))
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
