@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -247,7 +249,8 @@ func (a *agent) run(ctx context.Context) error {
 	}
 	a.connections = conns.SnapshotAny
 	node, err = dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: engine,
-		SVIDs: ids, Bundles: bundles, Live: live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log})
+		SVIDs: ids, Bundles: bundles, Live: live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log,
+		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr)})
 	if err != nil {
 		return err
 	}
@@ -360,4 +363,18 @@ func (a *agent) serve(ctx context.Context, goRun func(string, func(context.Conte
 		goRun(s.name+"-server", func(ctx context.Context) error { return admin.ServeListener(ctx, ln, s.h, a.log) })
 	}
 	return nil
+}
+
+// daemonPorts are the ports of the daemon's own HTTP listeners (metrics,
+// readiness, admin): the HBONE servers refuse CONNECTs to them as loops.
+func daemonPorts(addrs ...string) []uint16 {
+	var ports []uint16
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.ParseUint(p, 10, 16); err == nil && n != 0 {
+				ports = append(ports, uint16(n))
+			}
+		}
+	}
+	return ports
 }

@@ -152,6 +152,7 @@ func (t *Table) Hooks(next tunnel.Hooks) tunnel.Hooks {
 				next.OnEnd(ci)
 			}
 		},
+		OnRefuse: next.OnRefuse,
 	}
 }
 

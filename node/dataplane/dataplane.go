@@ -83,6 +83,14 @@ type Config struct {
 	Hooks tunnel.Hooks
 	// Settings tune the tunnel and splices. Optional.
 	Settings tunnel.Settings
+	// Guard caps TLS handshakes and streams per source identity; a Node
+	// shares one among its pods. Optional: default a Guard of the pod's own.
+	Guard *tunnel.Guard
+	// ReservedPorts are the daemon's ports besides the capture listeners
+	// (admin, metrics): the HBONE server refuses CONNECTs to them, and to
+	// the ports of the pod's 15001/15006/15008 listeners, as loops.
+	// Optional.
+	ReservedPorts []uint16
 	// DialTimeout bounds a passthrough or app dial. Optional, default 10 s.
 	DialTimeout time.Duration
 	// Logger. Optional, default slog.Default().
@@ -215,13 +223,15 @@ func Start(ctx context.Context, cfg Config) (*Pod, error) {
 		return nil, fmt.Errorf("dataplane: tunnel client: %w", err)
 	}
 	p.server, err = tunnel.NewServer(tunnel.ServerConfig{
-		SVIDs:      cfg.SVIDs,
-		Bundles:    cfg.Bundles,
-		Authorizer: tunnel.AuthorizerFunc(p.authorizeHBONE),
-		Dial:       p.dialApp,
-		Logger:     p.log,
-		Hooks:      cfg.Hooks,
-		Settings:   cfg.Settings,
+		SVIDs:         cfg.SVIDs,
+		Bundles:       cfg.Bundles,
+		Authorizer:    tunnel.AuthorizerFunc(p.authorizeHBONE),
+		Dial:          p.dialApp,
+		Logger:        p.log,
+		Hooks:         cfg.Hooks,
+		Settings:      cfg.Settings,
+		Guard:         cfg.Guard,
+		ReservedPorts: reservedPorts(cfg.ReservedPorts, ls),
 	})
 	if err != nil {
 		p.client.Close()
@@ -396,6 +406,24 @@ func (p *Pod) splice(ci *tunnel.ConnInfo, a, b net.Conn, revoked *atomic.Pointer
 		ci.Duration = p.cfg.Now().Sub(ci.Start)
 		p.cfg.Hooks.OnEnd(ci)
 	}
+}
+
+// CapturePorts are the well-known ports of the capture listeners (outbound
+// 15001, plaintext inbound 15006, HBONE 15008). The listeners themselves
+// sit on ephemeral ports (sk_lookup steers to them), so both are reserved.
+var CapturePorts = []uint16{15001, 15006, tunnel.HBONEPort}
+
+// reservedPorts are the ports the HBONE server refuses as loops: the
+// configured ones, the capture's well-known ports and the ports the pod's
+// capture listeners are bound to.
+func reservedPorts(extra []uint16, ls redirect.Listeners) []uint16 {
+	ports := append(append([]uint16(nil), extra...), CapturePorts...)
+	for _, ln := range []net.Listener{ls.Outbound, ls.Inbound, ls.HBONE} {
+		if p := addrPortOf(ln.Addr()).Port(); p != 0 {
+			ports = append(ports, p)
+		}
+	}
+	return ports
 }
 
 func addrPortOf(a net.Addr) netip.AddrPort {

@@ -29,6 +29,12 @@ type NodeConfig struct {
 	Live       *authz.Live         // optional
 	Hooks      tunnel.Hooks        // optional
 	Settings   tunnel.Settings     // optional
+	// Guard is shared by every pod's HBONE server, so its caps hold per
+	// node. Optional: default tunnel.NewGuard with the default caps.
+	Guard *tunnel.Guard
+	// ReservedPorts: the daemon's admin and metrics ports (see
+	// Config.ReservedPorts). Optional.
+	ReservedPorts []uint16
 	// DialTimeout is optional (default 10 s).
 	DialTimeout time.Duration
 	// Logger is optional (default slog.Default()).
@@ -70,6 +76,9 @@ func NewNode(cfg NodeConfig) (*Node, error) {
 	if cfg.Capture == nil || cfg.Router == nil || cfg.Authorizer == nil || cfg.SVIDs == nil || cfg.Bundles == nil {
 		return nil, fmt.Errorf("%w: NodeConfig needs Capture, Router, Authorizer, SVIDs and Bundles", ErrConfig)
 	}
+	if cfg.Guard == nil {
+		cfg.Guard = tunnel.NewGuard(tunnel.GuardConfig{})
+	}
 	return &Node{cfg: cfg, pods: map[string]nodePod{}}, nil
 }
 
@@ -90,6 +99,7 @@ func (n *Node) Set(ctx context.Context, spec PodSpec) error {
 		Capture: n.cfg.Capture, Router: n.cfg.Router, Authorizer: n.cfg.Authorizer,
 		SVIDs: n.cfg.SVIDs, Bundles: n.cfg.Bundles, Live: n.cfg.Live, Hooks: n.cfg.Hooks,
 		Settings: n.cfg.Settings, DialTimeout: n.cfg.DialTimeout, Logger: n.cfg.Logger, Now: n.cfg.Now,
+		Guard: n.cfg.Guard, ReservedPorts: n.cfg.ReservedPorts,
 	}
 	if err := cfg.validate(); err != nil {
 		return err

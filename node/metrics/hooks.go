@@ -44,7 +44,14 @@ func (m *Metrics) TunnelHooks(reporter string) tunnel.Hooks {
 				m.accessLog(&k, ci)
 			}
 		},
+		OnRefuse: m.countRefusal,
 	}
+}
+
+// countRefusal counts ambit_hbone_refused_total by reason (a small fixed
+// set of tunnel.Refuse* values: no identity or address is a label).
+func (m *Metrics) countRefusal(ri tunnel.RefuseInfo) {
+	m.refused.WithLabelValues(ri.Reason).Inc()
 }
 
 // NodeHooks returns one tunnel.Hooks for a node's data path, which reports
@@ -60,7 +67,8 @@ func (m *Metrics) NodeHooks() tunnel.Hooks {
 		return src
 	}
 	return tunnel.Hooks{
-		OnStart: func(ci *tunnel.ConnInfo) { pick(ci).OnStart(ci) },
-		OnEnd:   func(ci *tunnel.ConnInfo) { pick(ci).OnEnd(ci) },
+		OnStart:  func(ci *tunnel.ConnInfo) { pick(ci).OnStart(ci) },
+		OnEnd:    func(ci *tunnel.ConnInfo) { pick(ci).OnEnd(ci) },
+		OnRefuse: m.countRefusal,
 	}
 }

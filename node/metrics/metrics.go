@@ -64,6 +64,7 @@ type Metrics struct {
 
 	opened, closed, failed, sent, recv *prometheus.CounterVec
 	overflow                           prometheus.Counter
+	refused                            *prometheus.CounterVec
 
 	fetches       *prometheus.CounterVec
 	fetchDuration prometheus.Histogram
@@ -102,6 +103,9 @@ func New(cfg Config) (*Metrics, error) {
 	m.recv = conn("ambit_tcp_received_bytes_total", "Payload bytes received from the destination, counted when a connection ends.")
 	m.overflow = prometheus.NewCounter(prometheus.CounterOpts{Name: "ambit_metrics_label_overflow_total",
 		Help: "Connections whose labels were collapsed to \"other\" because the label set cap was reached."})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_hbone_refused_total",
+		Help: "Refusals by the HBONE server's hostile-peer defences, by reason (flood closes, handshake and identity caps, loops, malformed requests)."},
+		[]string{"reason"})
 	m.fetches = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_identity_fetches_total",
 		Help: "Attempts to obtain a workload certificate from the CA, by result."}, []string{"result"})
 	m.fetchDuration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ambit_identity_fetch_duration_seconds",
@@ -115,7 +119,7 @@ func New(cfg Config) (*Metrics, error) {
 		Help: "Build of the running daemon (always 1)."}, []string{"version", "go_version"})
 	build.WithLabelValues(cfg.Version, runtime.Version()).Set(1)
 
-	cs := []prometheus.Collector{m.opened, m.closed, m.failed, m.sent, m.recv, m.overflow,
+	cs := []prometheus.Collector{m.opened, m.closed, m.failed, m.sent, m.recv, m.overflow, m.refused,
 		m.fetches, m.fetchDuration, m.certChanges, build, &stateCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	if cfg.EnrolledPods != nil {
