@@ -147,8 +147,9 @@ func parseCertPEM(t *testing.T, s string) *x509.Certificate {
 // the installer gets the release namespace and cni.excludeNamespaces as
 // --exclude-namespaces (a list the installer itself accepts); the daemon
 // container mounts the CNI directories whatever cni.uninstallOnStop says
-// (its reconciler needs them); the preStop hook stops that reconciler
-// through a stop file in the container's own /tmp before uninstalling.
+// (its reconciler needs them); no preStop hook removes the entry (the
+// daemon does when its DaemonSet is gone), and cni.uninstallOnStop=false
+// tells the daemon never to remove it.
 func TestChartCNIRender(t *testing.T) {
 	root, helm := chartTools(t)
 	chart := filepath.Join(root, "charts", "ambit")
@@ -197,18 +198,22 @@ func TestChartCNIRender(t *testing.T) {
 	if !slices.Contains(d.Args, "--cni-exclude-namespaces=ambit-system,kube-system") {
 		t.Errorf("daemon args %v lack --cni-exclude-namespaces=ambit-system,kube-system", d.Args)
 	}
-	wantStop := []string{"/ambit-cni", "uninstall", "--cni-bin-dir=/host/cni/bin", "--cni-conf-dir=/host/cni/net.d",
-		"--stop-file=" + cniplugin.DefaultStopFile}
-	if d.Lifecycle == nil || d.Lifecycle.PreStop == nil || d.Lifecycle.PreStop.Exec == nil ||
-		!slices.Equal(d.Lifecycle.PreStop.Exec.Command, wantStop) {
-		t.Errorf("preStop %+v, want exec %v", d.Lifecycle, wantStop)
+	if d.Lifecycle != nil && d.Lifecycle.PreStop != nil {
+		t.Errorf("preStop %+v: the CNI entry must stay through upgrades", d.Lifecycle.PreStop)
+	}
+	if slices.Contains(d.Args, "--cni-keep-on-stop") {
+		t.Errorf("daemon args %v: --cni-keep-on-stop by default", d.Args)
+	}
+	if ds.Spec.Template.Spec.TerminationGracePeriodSeconds == nil || *ds.Spec.Template.Spec.TerminationGracePeriodSeconds < 8+20 {
+		t.Errorf("grace period %v: must cover the handover (8 s) and the drain (20 s)", ds.Spec.Template.Spec.TerminationGracePeriodSeconds)
 	}
 	checkCNIMounts(t, ds, filepath.Dir(cniplugin.DefaultStopFile))
 
-	// Without the preStop hook the daemon still mounts the directories.
+	// cni.uninstallOnStop=false: the daemon never removes the entry, and
+	// still mounts the directories.
 	off := daemonSet(chartNamespace, "--set", "cni.uninstallOnStop=false")
-	if off.Spec.Template.Spec.Containers[0].Lifecycle != nil {
-		t.Errorf("cni.uninstallOnStop=false still renders %+v", off.Spec.Template.Spec.Containers[0].Lifecycle)
+	if !slices.Contains(off.Spec.Template.Spec.Containers[0].Args, "--cni-keep-on-stop") {
+		t.Errorf("cni.uninstallOnStop=false: daemon args %v lack --cni-keep-on-stop", off.Spec.Template.Spec.Containers[0].Args)
 	}
 	checkCNIMounts(t, off, filepath.Dir(cniplugin.DefaultStopFile))
 

@@ -247,9 +247,10 @@ func checkDaemonSet(t *testing.T, objs []object, fips bool) {
 	if d.Resources.Requests.Cpu().IsZero() || d.Resources.Requests.Memory().IsZero() {
 		t.Errorf("daemon resource requests %v", d.Resources.Requests)
 	}
-	if d.Lifecycle == nil || d.Lifecycle.PreStop == nil || d.Lifecycle.PreStop.Exec == nil ||
-		!slices.Equal(d.Lifecycle.PreStop.Exec.Command[:2], []string{"/ambit-cni", "uninstall"}) {
-		t.Errorf("no preStop ambit-cni uninstall: %+v", d.Lifecycle)
+	// No preStop: the CNI entry stays through restarts and upgrades; the
+	// daemon removes it itself when its DaemonSet is gone.
+	if d.Lifecycle != nil && d.Lifecycle.PreStop != nil {
+		t.Errorf("preStop hook %+v: it would remove the CNI entry during upgrades", d.Lifecycle.PreStop)
 	}
 	// Host paths: exactly what the daemon needs, none Bidirectional.
 	var hostPaths []string
@@ -335,6 +336,14 @@ func checkRBAC(t *testing.T, objs []object) {
 	}
 	if len(granted) != len(want) {
 		t.Errorf("daemon role grants %d resources, want %d: %v", len(granted), len(want), granted)
+	}
+	// Its own DaemonSet, by name, get only, in the release namespace.
+	var own rbacv1.Role
+	find(t, objs, "Role", "ambit").decode(t, &own)
+	if len(own.Rules) != 1 || !slices.Equal(own.Rules[0].APIGroups, []string{"apps"}) ||
+		!slices.Equal(own.Rules[0].Resources, []string{"daemonsets"}) || !slices.Equal(own.Rules[0].Verbs, []string{"get"}) ||
+		!slices.Equal(own.Rules[0].ResourceNames, []string{"ambit"}) {
+		t.Errorf("daemon Role %+v, want get on daemonsets/ambit only", own.Rules)
 	}
 	caGranted := map[string][]string{}
 	for _, r := range ca.Rules {

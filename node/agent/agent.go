@@ -34,6 +34,7 @@ import (
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/node/watch"
 	"github.com/ambit-mesh/ambit/redirect"
+	"github.com/ambit-mesh/ambit/redirect/cniplugin"
 	"github.com/ambit-mesh/ambit/redirect/cniserver"
 )
 
@@ -65,6 +66,11 @@ type Options struct {
 	// daemon stops (a successor has taken over new connections by then).
 	// Optional, default 20 s.
 	DrainTimeout time.Duration
+	// HandoverTimeout bounds how long a stopping daemon whose DaemonSet
+	// still exists keeps serving new connections while it waits for its
+	// successor to take the node over (then it drains anyway). Optional,
+	// default 8 s. The pod's grace period must cover it plus DrainTimeout.
+	HandoverTimeout time.Duration
 }
 
 // Run is the node daemon: it returns when ctx ends (after draining) or when
@@ -98,6 +104,9 @@ func newAgent(o Options) (*agent, error) {
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 20 * time.Second
 	}
+	if o.HandoverTimeout == 0 {
+		o.HandoverTimeout = 8 * time.Second
+	}
 	if o.Kube == nil {
 		return nil, errors.New("agent: Options.Kube is required")
 	}
@@ -111,9 +120,19 @@ func newAgent(o Options) (*agent, error) {
 		ready: admin.NewReadiness(), dump: admin.NewConfigDump()}, nil
 }
 
-func (a *agent) run(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
+// run starts the daemon and serves until stop ends; then it hands over
+// (see stopping) and drains. Components run on their own context, which
+// outlives stop while the daemon waits for its successor.
+func (a *agent) run(stop context.Context) error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(stop))
 	defer cancel()
+	var serving atomic.Bool
+	// Until it serves, a stop aborts the start.
+	defer context.AfterFunc(stop, func() {
+		if !serving.Load() {
+			cancel()
+		}
+	})()
 	cfg := a.cfg
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -129,15 +148,23 @@ func (a *agent) run(ctx context.Context) error {
 	}
 
 	// Keep ambit-cni installed on the node (first: creating the reconciler
-	// clears a stop file a previous container's preStop may have left, and
-	// must not clear one this pod's own preStop writes later).
+	// clears a stop file an older version's preStop hook may have left).
+	var uninstallCNI func() error
 	if cfg.CNIBinDir != "" && cfg.CNIConfDir != "" {
 		rec, err := newCNIReconciler(cfg, a.log)
 		if err != nil {
 			return err
 		}
 		defer rec.Close()
-		goRun("cni-install", rec.Run)
+		cctx, ccancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		wg.Add(1)
+		go func() { defer wg.Done(); defer close(done); rec.Run(cctx) }()
+		uninstallCNI = func() error {
+			ccancel()
+			<-done
+			return cniplugin.Uninstall(cniplugin.InstallOptions{BinDir: cfg.CNIBinDir, ConfDir: cfg.CNIConfDir})
+		}
 	}
 
 	// Trust and identity.
@@ -327,17 +354,60 @@ func (a *agent) run(ctx context.Context) error {
 	a.dump.Register("cni", func() any { return cni.Stats() })
 	goRun("cni", func(ctx context.Context) error { return cni.Serve(ctx) })
 	cniUp.Store(true)
+	// This process now serves the node: a predecessor still draining
+	// stops taking new connections when it reads the marker.
+	self, owner := instanceID(cfg.PodName, time.Now()), ownerPath(cfg.CNISocket)
+	if err := writeOwner(owner, self); err != nil {
+		a.log.Warn("takeover marker not written; a stopping predecessor waits its full handover timeout", "err", err)
+		owner = "" // and so does this process, not trusting a stale marker
+	}
+	serving.Store(true)
 	a.log.Info("ambit node daemon running", "node", cfg.NodeName, "trust_domain", a.td.String(), "version", a.o.Version)
 
-	<-ctx.Done()
-	a.log.Info("stopping: draining live connections", "timeout", a.o.DrainTimeout.String())
+	select {
+	case <-stop.Done():
+		a.stopping(owner, self, uninstallCNI)
+	case <-ctx.Done(): // a component failed
+	}
+	cancel()
 	cni.Close()
-	dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), a.o.DrainTimeout)
+	a.log.Info("stopping: draining live connections", "timeout", a.o.DrainTimeout.String())
+	dctx, dcancel := context.WithTimeout(context.WithoutCancel(stop), a.o.DrainTimeout)
 	defer dcancel()
 	if err := node.Close(dctx); err != nil {
 		a.log.Warn("drain cut connections", "err", err)
 	}
 	return nil
+}
+
+// stopping is the handover of a daemon told to stop. If its DaemonSet
+// still exists (pod deleted, evicted, or replaced by a rolling upgrade), a
+// successor will take the node over: keep serving new connections and keep
+// the CNI entry (pods created meanwhile wait for the successor) until the
+// takeover marker names another process or HandoverTimeout passes.
+// Otherwise the release is being removed: take ambit-cni out of the node
+// (unless CNIKeepOnStop) so no pod waits for a daemon that will not come.
+func (a *agent) stopping(owner, self string, uninstallCNI func() error) {
+	hctx, cancel := context.WithTimeout(context.Background(), a.o.HandoverTimeout)
+	defer cancel()
+	start := time.Now()
+	if a.successorExpected(hctx) {
+		a.log.Info("stopping: serving until a successor takes the node over", "timeout", a.o.HandoverTimeout.String())
+		if waitForSuccessor(hctx, owner, self, 100*time.Millisecond) {
+			a.log.Info("stopping: taken over by the successor", "after", time.Since(start).String(), "successor", readOwner(owner))
+		} else {
+			a.log.Warn("stopping: no successor took over in time; draining anyway", "after", time.Since(start).String())
+		}
+		return
+	}
+	if uninstallCNI == nil || a.cfg.CNIKeepOnStop {
+		return
+	}
+	if err := uninstallCNI(); err != nil {
+		a.log.Error("stopping: removing ambit-cni from the node", "err", err)
+		return
+	}
+	a.log.Info("stopping: the release is being removed; ambit-cni taken out of the node")
 }
 
 // serve starts the metrics, readiness and admin servers.

@@ -212,8 +212,8 @@ func localWorkloads(t *tables.Tables) []workloadView {
 }
 
 // cniInterval is how often the CNI installation is checked: an intact pass
-// costs tens of microseconds, and during a rolling upgrade new pods start
-// uncaptured between the old daemon's uninstall and the next pass.
+// costs tens of microseconds, and another plugin's installer may rewrite
+// the conflist without ambit's entry at any time.
 const cniInterval = 500 * time.Millisecond
 
 // newCNIReconciler keeps ambit-cni (the binary next to this one) installed

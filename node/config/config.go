@@ -89,9 +89,9 @@ type Config struct {
 	// predate the install). --netns-dir, optional, default /var/run/netns.
 	NetnsDir string
 	// CNIBinDir and CNIConfDir are the node's CNI directories as mounted in
-	// the daemon's container; the daemon keeps ambit-cni installed there
-	// (a rolling upgrade's old pod uninstalls it on its way out). Empty
-	// disables that. --cni-bin-dir, --cni-conf-dir, optional, defaults
+	// the daemon's container; the daemon keeps ambit-cni installed there,
+	// and removes it when it stops because its DaemonSet is gone (see
+	// CNIKeepOnStop and docs/lifecycle.md). Empty disables that. --cni-bin-dir, --cni-conf-dir, optional, defaults
 	// /host/cni/bin and /host/cni/net.d.
 	CNIBinDir, CNIConfDir string
 	// CNIExcludeNamespaces are the namespaces whose pods ambit-cni passes
@@ -99,6 +99,9 @@ type Config struct {
 	// conflist entry the daemon keeps installed. --cni-exclude-namespaces,
 	// optional.
 	CNIExcludeNamespaces string
+	// CNIKeepOnStop: never remove ambit-cni when the daemon stops, even
+	// when its DaemonSet is gone. --cni-keep-on-stop, optional.
+	CNIKeepOnStop bool
 	// RootNamespace is the namespace whose policies apply mesh-wide.
 	// --root-namespace, required; falls back to POD_NAMESPACE when empty.
 	RootNamespace string
@@ -233,6 +236,7 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.CNIBinDir, "cni-bin-dir", c.CNIBinDir, "node CNI bin directory as mounted here (empty: do not keep ambit-cni installed)")
 	fs.StringVar(&c.CNIConfDir, "cni-conf-dir", c.CNIConfDir, "node CNI conf directory as mounted here")
 	fs.StringVar(&c.CNIExcludeNamespaces, "cni-exclude-namespaces", c.CNIExcludeNamespaces, "namespaces ambit-cni passes through without the daemon (comma-separated)")
+	fs.BoolVar(&c.CNIKeepOnStop, "cni-keep-on-stop", c.CNIKeepOnStop, "never remove ambit-cni from the node when the daemon stops (default: removed only when its DaemonSet is gone)")
 	fs.StringVar(&c.RootNamespace, "root-namespace", c.RootNamespace, "namespace of mesh-wide policies (required; empty: $POD_NAMESPACE)")
 	fs.StringVar(&c.MeshNamespaceSelector, "mesh-namespace-selector", c.MeshNamespaceSelector, "label selector of enrolled namespaces")
 	fs.StringVar(&c.MeshPodOptOut, "mesh-pod-opt-out", c.MeshPodOptOut, "label selector of pods opted out")

@@ -14,10 +14,12 @@
 //
 // The installer (Install, Uninstall) edits the active conflist in place,
 // keeping the rest of it byte for byte, and replaces files atomically. The
-// node daemon runs a Reconciler (KeepInstalled) that puts the binary and
-// the entry back whenever they go missing: during a rolling upgrade the old
-// daemon pod's preStop uninstalls after its successor installed, and other
-// CNI plugins' installers rewrite the conflist without ambit's entry. A
+// entry stays while no daemon runs (restart, pod deleted, upgrade): pods
+// outside the excluded namespaces then wait for the daemon. Only a daemon
+// whose DaemonSet is gone uninstalls (docs/lifecycle.md). The node daemon
+// runs a Reconciler (KeepInstalled) that puts the binary and the entry back
+// whenever they go missing (other CNI plugins' installers rewrite the
+// conflist without ambit's entry). A
 // pass reads one directory, one small conflist and stats one binary; the
 // binary is hashed only when its size, mtime or inode changed. Measured: a
 // pass that finds everything in place costs 42-60 µs and 98 allocations

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -147,4 +148,34 @@ func mustJSON(t *testing.T, v any) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// A socket file left by a daemon that died (nothing listens) is as good as
+// none: ADD in a namespace the daemon decides fails (retried by the
+// runtime, never uncaptured); ADD in an excluded namespace, where the
+// daemon's own pod starts, passes.
+func TestAddWithStaleSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "cni.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.SetUnlinkOnClose(false)
+	ln.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("stale socket file: %v", err)
+	}
+	var conf map[string]any
+	if err := json.Unmarshal(netConf(t, "ambit-system"), &conf); err != nil {
+		t.Fatal(err)
+	}
+	conf["socketPath"] = sock
+	stdin, _ := json.Marshal(conf)
+	if _, err := captureStdout(t, func() error { return cmdAdd(cmdArgs(t, stdin, podArgs("shop"))) }); !errors.Is(err, ErrUnreachable) {
+		t.Errorf("ADD in shop with a dead daemon = %v, want ErrUnreachable", err)
+	}
+	out, err := captureStdout(t, func() error { return cmdAdd(cmdArgs(t, stdin, podArgs("ambit-system"))) })
+	if err != nil || !strings.Contains(out, "10.88.0.7") {
+		t.Errorf("ADD of the daemon's own pod with a dead daemon = %q, %v; want the previous result", out, err)
+	}
 }
