@@ -69,6 +69,10 @@ bench-all: bench ## Also the package benchmarks: tunnel, CA, policy, tables, cap
 	$(GO) test -run '^$$' -bench BenchmarkEnrol -benchtime 100x ./redirect/cniserver
 	$(GO) test -run '^$$' -bench PodToPod -benchtime 1000x ./node/dataplane
 
+.PHONY: bench-soak
+bench-soak: ## Soak: SOAK_CONNS (5000) HBONE connections held SOAK_TIME (10m) with traffic, then closed; endpoints' goroutines, fds, RSS: baseline, peak, after.
+	$(GO) run ./cmd/ambit-bench -soak $(or $(SOAK_CONNS),5000) -soak-time $(or $(SOAK_TIME),10m) -out "$(BENCH_OUT)"
+
 .PHONY: bench-e2e
 bench-e2e: deps cluster-bins ## Speed figures on the real two-node cluster (root): cluster start, label to HBONE, plain vs mesh latency and throughput.
 	$(GO) test -run '^$$' -bench Mesh -benchtime 1x -timeout 50m -v ./e2e/

@@ -5,9 +5,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"syscall"
 	"time"
@@ -24,7 +26,21 @@ func main() {
 	quick := flag.Bool("quick", false, "small sizes, for a smoke run")
 	paired := flag.Int("paired", 0, "instead of the full run: this many interleaved mtls/hbone block pairs of bulk throughput (1 and 8 streams), median ratios")
 	pairedBlock := flag.Duration("paired-block", time.Second, "duration of each -paired transfer")
+	soak := flag.Int("soak", 0, "instead of the full run: the soak, this many concurrent HBONE connections (5000 for the issue's figure) held with traffic, then closed; the two endpoints run as child processes")
+	soakTime := flag.Duration("soak-time", time.Minute, "how long -soak holds the connections")
+	soakInterval := flag.Duration("soak-interval", 2*time.Second, "each -soak connection exchanges 1 KiB this often")
+	soakRounds := flag.Int("soak-rounds", 2, "with -soak: open-hold-close rounds in the same endpoint processes (a leak grows every round)")
+	soakProfiles := flag.String("soak-profiles", "", "with -soak: write each endpoint's heap profile, taken after the connections closed, into this directory")
+	soakRole := flag.String("soak-role", "", "internal: run as a -soak endpoint process")
+	soakDir := flag.String("soak-dir", "", "internal: the -soak material of an endpoint process")
 	flag.Parse()
+	if *soakRole != "" {
+		if err := tunnelbench.SoakRole(*soakRole, *soakDir); err != nil {
+			fmt.Fprintln(os.Stderr, "ambit-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *quick {
 		w = tunnelbench.Workloads{ThroughputTime: 300 * time.Millisecond, RTTSamples: 300, ConnectTime: 300 * time.Millisecond, ConnectWorkers: 2, IdleConns: []int{100}}
 	}
@@ -33,6 +49,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if *soak > 0 {
+		if err := runSoak(ctx, *soak, *soakRounds, *soakTime, *soakInterval, *soakProfiles, *out); err != nil {
+			fmt.Fprintln(os.Stderr, "ambit-bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if *paired > 0 {
 		ps, err := tunnelbench.RunPaired(ctx, *paired, *pairedBlock, []int{1, 8}, func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
 		if err == nil {
@@ -66,6 +89,35 @@ func main() {
 			os.Exit(1)
 		}
 	}
+}
+
+// runSoak runs tunnelbench.RunSoak with this program as the endpoint
+// processes.
+func runSoak(ctx context.Context, conns, rounds int, hold, interval time.Duration, profiles, out string) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	rep, err := tunnelbench.RunSoak(ctx, tunnelbench.SoakConfig{
+		Conns: conns, Rounds: rounds, Hold: hold, Interval: interval, ProfileDir: profiles,
+		Command: func(role, dir string) *exec.Cmd {
+			return exec.Command(self, "-soak-role", role, "-soak-dir", dir)
+		},
+	}, func(f string, a ...any) { fmt.Fprintf(os.Stderr, f+"\n", a...) })
+	if err != nil {
+		return err
+	}
+	if err := rep.Table(os.Stdout); err != nil {
+		return err
+	}
+	if out == "" {
+		return nil
+	}
+	js, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(out, append(js, '\n'), 0o644)
 }
 
 // raiseFileLimit lifts the open-file limit: 10,000 idle connections through
