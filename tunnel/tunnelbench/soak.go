@@ -54,7 +54,8 @@ type SoakConfig struct {
 	// this long after their last stream. Default 5 s.
 	IdleTimeout time.Duration
 	// ProfileDir, if set, receives each endpoint's heap profile
-	// (heap-client.pprof, heap-server.pprof) taken after the settle.
+	// (heap-client.pprof, heap-server.pprof) taken after the settle, and
+	// their goroutine stacks (goroutines-*.txt) if connections fail to open.
 	ProfileDir string
 	// Command returns the command that runs this program in an endpoint
 	// role, whose main calls SoakRole(role, dir). Required.
@@ -344,6 +345,13 @@ func soakRound(ctx context.Context, cfg SoakConfig, front string, b *backend, ro
 			}
 		}
 		logf("soak: opening failed; the backend holds %d connections", b.open())
+		if cfg.ProfileDir != "" {
+			for i, r := range roles {
+				if path, err := filepath.Abs(filepath.Join(cfg.ProfileDir, "goroutines-"+names[i]+".txt")); err == nil {
+					_ = r.command("goroutine " + path)
+				}
+			}
+		}
 		closeAll()
 		return rep, err
 	}
@@ -643,8 +651,8 @@ func SoakRole(roleName, dir string) error {
 		case "stats":
 			js, _ := json.Marshal(procStats())
 			fmt.Printf("%s\n", js)
-		case "heap":
-			if err := writeHeapProfile(arg); err != nil {
+		case "heap", "goroutine":
+			if err := writeProfile(cmd, arg); err != nil {
 				fmt.Printf("heap profile: %v\n", err)
 			} else {
 				fmt.Println("ok")
@@ -660,13 +668,17 @@ func SoakRole(roleName, dir string) error {
 	return nil
 }
 
-func writeHeapProfile(path string) error {
+func writeProfile(name, path string) error {
 	runtime.GC()
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+	debugLevel := 0
+	if name == "goroutine" {
+		debugLevel = 2 // readable stacks
+	}
+	if err := pprof.Lookup(name).WriteTo(f, debugLevel); err != nil {
 		_ = f.Close()
 		return err
 	}
