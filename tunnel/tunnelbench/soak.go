@@ -191,16 +191,22 @@ type soakWorld struct {
 	IdleTimeout time.Duration `json:"idle_timeout"`
 }
 
-var (
-	soakClientID = spiffeid.RequireFromString("spiffe://cluster.local/ns/soak/sa/client")
-	soakServerID = spiffeid.RequireFromString("spiffe://cluster.local/ns/soak/sa/server")
-)
+var soakServerID = spiffeid.RequireFromString("spiffe://cluster.local/ns/soak/sa/server")
+
+// soakSources is how many source workloads the soak's connections come
+// from.
+const soakSources = 10
+
+func soakSource(i int) spiffeid.ID {
+	return spiffeid.RequireFromString(fmt.Sprintf("spiffe://cluster.local/ns/soak/sa/client-%d", i))
+}
 
 // RunSoak runs the soak: the server endpoint (tunnel.Server) and the
 // client endpoint (a listener that opens a tunnel.Client stream per
-// accepted connection and splices, as the daemon's outbound side does) each
-// in a process of their own, started with cfg.Command, and the
-// applications (the connecting side and an echo backend) in this process.
+// accepted connection, from 10 source workloads in turn, and splices, as
+// the daemon's outbound side does) each in a process of their own, started
+// with cfg.Command, and the applications (the connecting side and an echo
+// backend) in this process.
 // Each endpoint's goroutines, descriptors and RSS are read before (after
 // one warm-up connection), sampled while the connections are held, and
 // polled after they closed until they are back within 5% of the baseline.
@@ -218,7 +224,7 @@ func RunSoak(ctx context.Context, cfg SoakConfig, logf func(string, ...any)) (So
 		return rep, err
 	}
 	defer os.RemoveAll(dir)
-	ca, err := identitytest.NewCA(soakClientID.TrustDomain())
+	ca, err := identitytest.NewCA(soakServerID.TrustDomain())
 	if err != nil {
 		return rep, err
 	}
@@ -632,8 +638,13 @@ func SoakRole(roleName, dir string) error {
 			return err
 		}
 		wg.Add(1)
+		var n atomic.Uint64
 		go acceptLoop(ln, &wg, func(in net.Conn) {
-			out, err := cli.Dial(ctx, tunnel.DialRequest{Source: soakClientID, Destination: dst, Tunnel: tun, Expected: []spiffeid.ID{soakServerID}})
+			// Connections come from soakSources workloads in turn, as on a
+			// node with many pods (the server caps streams per source
+			// identity: tunnel.GuardConfig).
+			src := soakSource(int(n.Add(1) % soakSources))
+			out, err := cli.Dial(ctx, tunnel.DialRequest{Source: src, Destination: dst, Tunnel: tun, Expected: []spiffeid.ID{soakServerID}})
 			if err != nil {
 				_ = in.Close()
 				return
@@ -746,6 +757,6 @@ func loadCA(dir string) (*identitytest.CA, error) {
 	if ca.Cert == nil || ca.Key == nil {
 		return nil, errors.New("tunnelbench: no CA in the soak directory")
 	}
-	ca.TrustDomain = soakClientID.TrustDomain()
+	ca.TrustDomain = soakServerID.TrustDomain()
 	return ca, nil
 }
