@@ -92,6 +92,8 @@ type agent struct {
 	dump  *admin.ConfigDump
 	// connections serves /connections (the live-connection table).
 	connections func() any
+	// readyNotes are added to a Ready answer (stale watch).
+	readyNotes func() []string
 }
 
 func newAgent(o Options) (*agent, error) {
@@ -311,6 +313,7 @@ func (a *agent) run(stop context.Context) error {
 		}
 		return nil
 	})
+	a.readyNotes = func() []string { return staleNotes(w.Status(), time.Now()) }
 	a.ready.Register("policies", policiesSynced)
 	a.ready.Register("capture", func() error {
 		if p := enr.Pending(); len(p) > 0 {
@@ -423,7 +426,7 @@ func (a *agent) serve(ctx context.Context, goRun func(string, func(context.Conte
 		h          http.Handler
 	}{
 		{"metrics", a.cfg.MetricsAddr, admin.MetricsHandler(met.Handler())},
-		{"ready", a.cfg.ReadyAddr, a.ready.Handler()},
+		{"ready", a.cfg.ReadyAddr, readyHandler(a.ready, a.readyNotes)},
 		{"admin", a.cfg.AdminAddr, adm.Handler()},
 	} {
 		ln, err := listen(ctx, s.addr)

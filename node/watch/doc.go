@@ -23,8 +23,11 @@
 //   - Losing the API server: client-go keeps the caches and the reflectors
 //     retry with backoff, so the tables keep serving the last known state.
 //     The watch error handler records each failure per informer (and
-//     still logs through client-go's default handler); Status.Stale says
-//     a watch failed after the last event received. Nothing is cleared
+//     still logs through client-go's default handler), but a reflector
+//     retries a refused connection without calling it, so a probe of the
+//     API server's /readyz every 5 s also feeds Status.Stale (measured in
+//     the cluster: with only the handler, ambit_informer_stale stayed 0
+//     for 30 s of API server outage). Nothing is cleared
 //     on failure: a stale route is better than none for existing
 //     workloads, and the operator sees the staleness.
 //   - Nodes are not watched: the only node the agent needs is its own,

@@ -14,8 +14,9 @@ type InformerStatus struct {
 	// LastEvent is when this informer last delivered an event (a relist
 	// after a failure delivers one per object).
 	LastEvent time.Time
-	// Stale: this informer's watch failed after its last event and less
-	// than Config.StaleAfter ago.
+	// Stale: the API server does not answer (Status.APIServerError), or
+	// this informer's watch failed after its last event and less than
+	// Config.StaleAfter ago.
 	Stale bool
 }
 
@@ -28,19 +29,27 @@ type Status struct {
 	// LastEvent is when the handler last received an event from any
 	// informer (zero if never).
 	LastEvent time.Time
-	// Stale: some informer is stale (see InformerStatus.Stale). While the API server is unreachable the
-	// reflectors retry with a backoff of at most about a minute and fail
-	// each time, so Stale stays set; the tables keep serving the last
-	// known state meanwhile. It clears on the next event, or StaleAfter
-	// after the last error.
+	// Stale: some informer is stale (see InformerStatus.Stale): set while
+	// the API server probe fails (the reflectors retry a refused
+	// connection without reporting it), and after a watch error until the
+	// next event or StaleAfter. The tables keep serving the last known
+	// state meanwhile.
 	Stale     bool
 	Informers []InformerStatus
+	// APIServerError is the last probe's failure (nil while the API server
+	// answers, or without a probe); APIServerDownSince when the current
+	// run of failures began.
+	APIServerError     error
+	APIServerDownSince time.Time
 }
 
 // Status reports sync state and staleness, for readiness and metrics.
 func (w *Watcher) Status() Status {
 	now := w.cfg.Now()
 	s := Status{Pending: w.Pending()}
+	w.pmu.Lock()
+	s.APIServerError, s.APIServerDownSince = w.probe.err, w.probe.since
+	w.pmu.Unlock()
 	s.Synced = len(s.Pending) == 0
 	for _, i := range w.informers {
 		i.mu.Lock()
@@ -52,7 +61,8 @@ func (w *Watcher) Status() Status {
 		if is.LastEvent.After(s.LastEvent) {
 			s.LastEvent = is.LastEvent
 		}
-		is.Stale = is.LastError != nil && is.LastErrorAt.After(is.LastEvent) && now.Sub(is.LastErrorAt) < w.cfg.StaleAfter
+		is.Stale = s.APIServerError != nil ||
+			(is.LastError != nil && is.LastErrorAt.After(is.LastEvent) && now.Sub(is.LastErrorAt) < w.cfg.StaleAfter)
 		s.Stale = s.Stale || is.Stale
 		s.Informers = append(s.Informers, is)
 	}

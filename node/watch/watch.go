@@ -49,6 +49,12 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock (optional, default time.Now).
 	Now func() time.Time
+	// Probe checks that the API server answers (optional, default
+	// ReadyzProbe(Client); nil there for fake clients: no probe).
+	Probe func(context.Context) error
+	// ProbeInterval and ProbeTimeout pace Probe (optional, defaults
+	// DefaultProbeInterval, DefaultProbeTimeout).
+	ProbeInterval, ProbeTimeout time.Duration
 }
 
 // Watcher runs the Pod, Namespace, Service and EndpointSlice informers
@@ -59,6 +65,9 @@ type Watcher struct {
 	factory   informers.SharedInformerFactory
 	informers []*informer
 	startOnce sync.Once
+
+	pmu   sync.Mutex
+	probe probeState
 }
 
 type informer struct {
@@ -90,6 +99,15 @@ func New(cfg Config) (*Watcher, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Probe == nil {
+		cfg.Probe = ReadyzProbe(cfg.Client)
+	}
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
+	}
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
 	}
 	w := &Watcher{cfg: cfg, log: cfg.Logger.With("component", "watch")}
 	w.factory = informers.NewSharedInformerFactoryWithOptions(cfg.Client, cfg.Resync, informers.WithTransform(Transform))
@@ -125,7 +143,13 @@ func (w *Watcher) Run(ctx context.Context) {
 		return
 	}
 	w.factory.StartWithContext(ctx)
+	var wg sync.WaitGroup
+	if w.cfg.Probe != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); w.probeLoop(ctx) }()
+	}
 	<-ctx.Done()
+	wg.Wait()
 	w.factory.Shutdown()
 }
 
