@@ -296,6 +296,8 @@ func (a *agent) run(stop context.Context) error {
 		}
 		return nil
 	}
+	self, owner := instanceID(cfg.PodName, time.Now()), ownerPath(cfg.CNISocket)
+	var markerWritten atomic.Bool
 	enr = newEnroller(enrollerConfig{
 		LocalNode: cfg.NodeName, TrustDomain: a.td, Tables: tbl, Capture: capture, Data: node,
 		Acquire:  ids.Acquire,
@@ -304,7 +306,9 @@ func (a *agent) run(stop context.Context) error {
 		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
 		Synced:   synced,
 		StateDir: filepath.Join(filepath.Dir(cfg.CNISocket), "enrolled"),
-		Logger:   a.log,
+		// Before this process wrote its marker it is the newest one.
+		Superseded: func() bool { return markerWritten.Load() && readOwner(owner) != self },
+		Logger:     a.log,
 	})
 	var cniUp atomic.Bool
 	a.ready.Register("informers", func() error {
@@ -359,10 +363,11 @@ func (a *agent) run(stop context.Context) error {
 	cniUp.Store(true)
 	// This process now serves the node: a predecessor still draining
 	// stops taking new connections when it reads the marker.
-	self, owner := instanceID(cfg.PodName, time.Now()), ownerPath(cfg.CNISocket)
 	if err := writeOwner(owner, self); err != nil {
 		a.log.Warn("takeover marker not written; a stopping predecessor waits its full handover timeout", "err", err)
 		owner = "" // and so does this process, not trusting a stale marker
+	} else {
+		markerWritten.Store(true)
 	}
 	serving.Store(true)
 	a.log.Info("ambit node daemon running", "node", cfg.NodeName, "trust_domain", a.td.String(), "version", a.o.Version)

@@ -45,6 +45,9 @@ type (
 	}
 )
 
+// errSuperseded: a successor serves the node; it enrols the pod.
+var errSuperseded = errors.New("another daemon process serves this node now")
+
 // enrollerConfig wires an enroller.
 type enrollerConfig struct {
 	LocalNode   string
@@ -86,7 +89,12 @@ type enrollerConfig struct {
 	// a pod keeps its capture with no data path (connections fail, never
 	// plaintext).
 	StateDir string
-	Logger   *slog.Logger
+	// Superseded reports that another daemon process has taken this node
+	// over (its takeover marker): this one then applies no capture to
+	// running pods, which would move their sockmap slots back to listeners
+	// about to close. Optional.
+	Superseded func() bool
+	Logger     *slog.Logger
 }
 
 // enroller keeps the capture and the data path of this node's pods equal to
@@ -418,6 +426,9 @@ func (e *enroller) reconcile(ctx context.Context, uid string, hint tables.Worklo
 // enrolRunning enrols a pod that is already running: its namespace is the
 // one its CNI ADD reported, or else found by its address.
 func (e *enroller) enrolRunning(ctx context.Context, uid string, w tables.Workload) error {
+	if e.cfg.Superseded != nil && e.cfg.Superseded() {
+		return errSuperseded
+	}
 	e.mu.Lock()
 	sb, known := e.sandboxes[uid]
 	e.mu.Unlock()
