@@ -15,6 +15,11 @@ const (
 	modeSink byte = 'S' // read and discard everything, counting bytes
 	modeEcho byte = 'E' // echo every byte back
 	modeIdle byte = 'I' // hold the connection open, read until EOF
+	// modeEchoRW echoes through a small buffer with read and write: the
+	// soak's backend, whose thousands of echoes must not each hold the
+	// pipe pair (two descriptors) io.Copy between TCP sockets takes for
+	// splice(2).
+	modeEchoRW byte = 'e'
 )
 
 // backend is the "app" the paths lead to.
@@ -45,7 +50,11 @@ func (b *backend) serve() {
 	for {
 		c, err := b.ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			time.Sleep(10 * time.Millisecond) // e.g. EMFILE: back off, keep serving
+			continue
 		}
 		b.mu.Lock()
 		b.conns[c] = struct{}{}
@@ -81,6 +90,9 @@ func (b *backend) handle(c net.Conn) {
 		_, _ = io.Copy(c, c)
 	case modeIdle:
 		_, _ = io.Copy(io.Discard, c)
+	case modeEchoRW:
+		buf := make([]byte, 2048)
+		_, _ = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, buf)
 	}
 }
 

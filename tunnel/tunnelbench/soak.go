@@ -470,7 +470,7 @@ func soakDial(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-	msg := []byte{modeEcho, 'h', 'i'}
+	msg := []byte{modeEchoRW, 'h', 'i'}
 	back := make([]byte, 2)
 	if _, err = c.Write(msg); err == nil {
 		_, err = io.ReadFull(c, back)
