@@ -110,7 +110,9 @@ func (a *agent) successorExpected(ctx context.Context) bool {
 	defer cancel()
 	for {
 		live, err := daemonSetLive(ctx, a.o.Kube, a.cfg.PodNamespace, a.cfg.PodName)
-		if err == nil || errors.Is(err, errNoDaemonSet) {
+		// Refused: helm uninstall deleted the daemon's RBAC or service
+		// account before stopping it.
+		if err == nil || errors.Is(err, errNoDaemonSet) || apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
 			a.log.Info("stopping: own DaemonSet checked", "successor_expected", live, "reason", errString(err))
 			return live
 		}

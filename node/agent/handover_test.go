@@ -17,9 +17,12 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
 )
 
 func daemonPod(owner string) *corev1.Pod {
@@ -168,4 +171,22 @@ func TestSupersededEnrolsNothing(t *testing.T) {
 	}
 	superseded.Store(false)
 	fx.settle(func() bool { return fx.e.EnrolledCount() == 1 }, "enrolled once serving")
+}
+
+// A daemon whose RBAC is already gone (helm uninstall deletes it too) knows
+// the release is going and does not wait for the API to say more.
+func TestStoppingWithRBACGone(t *testing.T) {
+	a := stoppingAgent(t)
+	a.o.Kube.(*fake.Clientset).PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "ambit-x", errors.New("RBAC: role gone"))
+	})
+	uninstalled := false
+	start := time.Now()
+	a.stopping(filepath.Join(t.TempDir(), ownerFile), "me", func() error { uninstalled = true; return nil })
+	if !uninstalled {
+		t.Error("CNI entry kept although the release's RBAC is gone")
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %v", d)
+	}
 }
