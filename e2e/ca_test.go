@@ -94,9 +94,12 @@ func TestCAKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	audit := &lockedBuffer{}
+	reviews := &timedAuth{next: auth}
 	env, err := catest.Start(catest.Options{Dir: t.TempDir(), Mutate: func(cfg *ca.Config) {
-		cfg.Authenticator, cfg.Pods = auth, locator
+		cfg.Authenticator, cfg.Pods = reviews, locator
 		cfg.NodeNamespace, cfg.NodeServiceAccount = ambitNamespace, nodeAccount
+		cfg.TokenAudiences = []string{caAudience}
+		cfg.TokenSubject = "system:serviceaccount:" + ambitNamespace + ":" + nodeAccount
 		cfg.Logger = slog.New(slog.NewTextHandler(io.MultiWriter(audit, testWriter{t}), nil))
 	}})
 	if err != nil {
@@ -179,11 +182,14 @@ func TestCAKubernetes(t *testing.T) {
 	signed("node A asks for shop/web (pod on node A)", tokA, web)
 	denied("node B asks for shop/web (pod on node A)", tokB, web, ca.ReasonNoPodOnNode)
 	denied("the workload's own token (another ServiceAccount)", requestToken(ctx, t, cs, "shop", "web", pods["web"], caAudience), web, ca.ReasonWrongServiceAccount)
-	denied("node token for the API server's audience", requestToken(ctx, t, cs, ambitNamespace, nodeAccount, pods["ambit-a"], "https://kubernetes.default.svc.cluster.local"), web, ca.ReasonUnauthenticated)
+	denied("node token for the API server's audience", requestToken(ctx, t, cs, ambitNamespace, nodeAccount, pods["ambit-a"], "https://kubernetes.default.svc.cluster.local"), web, ca.ReasonTokenAudience)
 	denied("node token bound to no pod", requestToken(ctx, t, cs, ambitNamespace, nodeAccount, nil, caAudience), web, ca.ReasonNoNode)
 	denied("node B's token with its signature tampered", tokB[:len(tokB)-4]+flip(tokB[len(tokB)-4:]), web, ca.ReasonUnauthenticated)
 	denied("node B's token with its claims rewritten to node A's pod", tamperClaims(t, tokB, "ambit-b", "ambit-a"), web, ca.ReasonUnauthenticated)
 	denied("node A's claims signed with a key the API server never used", forgeToken(t, tokA), web, ca.ReasonUnauthenticated)
+
+	// A flood of forged tokens while node A keeps signing (caflood_test.go).
+	floodDenied := floodCA(ctx, t, env, reviews, tokA, web)
 
 	// The workload's pod goes away: once the informer sees it, node A can no
 	// longer obtain its identity.
@@ -205,10 +211,13 @@ func TestCAKubernetes(t *testing.T) {
 	denied("node A asks for shop/web (moved to node B)", tokA, web, ca.ReasonNoPodOnNode)
 
 	st := env.Server.Stats()
-	if st.Issued != 2 {
-		t.Errorf("CA issued %d certificates, want 2", st.Issued)
+	if st.Issued != 2+floodSigns {
+		t.Errorf("CA issued %d certificates, want %d", st.Issued, 2+floodSigns)
 	}
 	for r, n := range wantDenied {
+		if r == ca.ReasonUnauthenticated {
+			n += floodDenied
+		}
 		if st.Denied[r] != n {
 			t.Errorf("denied[%s] = %d, want %d (all: %v)", r, st.Denied[r], n, st.Denied)
 		}

@@ -43,6 +43,10 @@ type caFlags struct {
 	servingID, servingDNS   string
 	ratePerNode             float64
 	burstPerNode            int
+	maxReviews              int
+	reviewWait, reviewTTL   time.Duration
+	ratePerSource           float64
+	burstPerSource          int
 	logLevel                string
 	shutdownGrace           time.Duration
 }
@@ -65,6 +69,11 @@ func parseCAFlags(args []string, stdout io.Writer) (*caFlags, error) {
 	fs.StringVar(&f.servingDNS, "serving-dns", "ambit-ca.ambit-system.svc", "comma-separated DNS names of the serving certificate")
 	fs.Float64Var(&f.ratePerNode, "rate-per-node", 10, "sustained signing requests per second per node")
 	fs.IntVar(&f.burstPerNode, "burst-per-node", 100, "signing requests a node may burst")
+	fs.IntVar(&f.maxReviews, "max-token-reviews", 8, "TokenReviews in flight at once for unauthenticated requests (2 more are reserved for known node tokens)")
+	fs.DurationVar(&f.reviewWait, "token-review-wait", 250*time.Millisecond, "how long a request waits for a TokenReview slot before 503 overloaded")
+	fs.DurationVar(&f.reviewTTL, "token-review-cache-ttl", 10*time.Second, "how long a TokenReview result is reused for the same token (never past the token's exp)")
+	fs.Float64Var(&f.ratePerSource, "rate-per-source", 5, "sustained TokenReviews per second a source address (IPv6: /64) may cause")
+	fs.IntVar(&f.burstPerSource, "burst-per-source", 20, "TokenReviews a source address may cause in a burst")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "time to finish requests after SIGTERM")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +132,12 @@ func validateCA(f *caFlags) (*caSetup, error) {
 	}
 	if f.ratePerNode <= 0 || f.burstPerNode < 1 {
 		return nil, errors.New("-rate-per-node and -burst-per-node must be positive")
+	}
+	if f.maxReviews < 1 || f.reviewWait <= 0 || f.reviewTTL <= 0 || f.ratePerSource <= 0 || f.burstPerSource < 1 {
+		return nil, errors.New("-max-token-reviews, -token-review-wait, -token-review-cache-ttl, -rate-per-source and -burst-per-source must be positive")
+	}
+	if f.reviewTTL > time.Minute {
+		return nil, fmt.Errorf("-token-review-cache-ttl %s: at most 1m (a revoked token stays accepted that long)", f.reviewTTL)
 	}
 	if err := s.level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: %w", f.logLevel, err)
@@ -225,11 +240,16 @@ func serveCA(ctx context.Context, f *caFlags, s *caSetup, log *slog.Logger) erro
 		TrustDomain: s.td, Issuer: issuer, Authenticator: auth, Pods: pods,
 		NodeNamespace: s.nodeNS, NodeServiceAccount: s.nodeSA,
 		RatePerNode: f.ratePerNode, BurstPerNode: f.burstPerNode,
+		TokenAudiences: s.audiences,
+		TokenSubject:   "system:serviceaccount:" + s.nodeNS + ":" + s.nodeSA,
+		Admission: ca.Admission{MaxReviewsInFlight: f.maxReviews, ReviewWait: f.reviewWait, CacheTTL: f.reviewTTL,
+			RatePerSource: f.ratePerSource, BurstPerSource: f.burstPerSource},
 		Logger: log, Metrics: metrics,
 	})
 	if err != nil {
 		return err
 	}
+	registerAdmissionMetrics(reg, srv)
 	health := http.NewServeMux()
 	health.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	health.Handle("/", srv.HealthHandler())

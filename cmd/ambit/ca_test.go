@@ -31,18 +31,21 @@ current-context: c
 	os.WriteFile(leafFile, identity.EncodePEMCertificates(ca.MustMint(spiffeid.RequireFromString("spiffe://cluster.local/ns/a/sa/b")).Certificates), 0o600)
 	kc := "-kubeconfig=" + kubeconfig
 	cases := map[string][]string{
-		"unknown flag":         {"-bogus", kc},
-		"bad trust domain":     {"-trust-domain=Bad Domain", kc},
-		"ttl too short":        {"-ttl=59s", kc},
-		"bad node account":     {"-node-service-account=ambit", kc},
-		"no audience":          {"-token-audience=,", kc},
-		"bad listen":           {"-listen=nonsense", kc},
-		"bad log level":        {"-log-level=loud", kc},
-		"cert without key":     {"-signing-cert=" + leafFile, kc},
-		"missing files":        {"-signing-cert=/nope", "-signing-key=/nope", kc},
-		"serving id elsewhere": {"-serving-id=spiffe://other.example/ca", kc},
-		"no kubeconfig":        {"-kubeconfig=/nope"},
-		"stray argument":       {kc, "extra"},
+		"unknown flag":          {"-bogus", kc},
+		"bad trust domain":      {"-trust-domain=Bad Domain", kc},
+		"ttl too short":         {"-ttl=59s", kc},
+		"bad node account":      {"-node-service-account=ambit", kc},
+		"no audience":           {"-token-audience=,", kc},
+		"bad listen":            {"-listen=nonsense", kc},
+		"bad log level":         {"-log-level=loud", kc},
+		"cert without key":      {"-signing-cert=" + leafFile, kc},
+		"missing files":         {"-signing-cert=/nope", "-signing-key=/nope", kc},
+		"serving id elsewhere":  {"-serving-id=spiffe://other.example/ca", kc},
+		"no kubeconfig":         {"-kubeconfig=/nope"},
+		"stray argument":        {kc, "extra"},
+		"no review slots":       {"-max-token-reviews=0", kc},
+		"review cache too long": {"-token-review-cache-ttl=10m", kc},
+		"no source burst":       {"-burst-per-source=0", kc},
 	}
 	for name, args := range cases {
 		var out, errb bytes.Buffer

@@ -7,7 +7,8 @@ import (
 	"github.com/ambit-mesh/ambit/identity"
 )
 
-// nodeLimiter is a token bucket per node: each node may burst (a node
+// nodeLimiter is a token bucket per node (and, for Admission, per source
+// address): each node may burst (a node
 // restarting with a hundred pods) and then sustain rate requests per
 // second. Full, idle buckets are dropped when the map grows.
 type nodeLimiter struct {
@@ -52,10 +53,18 @@ func (l *nodeLimiter) allow(node string) bool {
 	return true
 }
 
+// pruneLocked drops full buckets (they hold no state), then arbitrary ones
+// if keys keep coming (many sources): the map never outgrows maxBuckets.
 func (l *nodeLimiter) pruneLocked(now time.Time) {
 	for n, b := range l.buckets {
 		if b.tokens+now.Sub(b.last).Seconds()*l.rate >= l.burst {
 			delete(l.buckets, n)
 		}
+	}
+	for n := range l.buckets {
+		if len(l.buckets) < maxBuckets {
+			break
+		}
+		delete(l.buckets, n)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -65,9 +66,19 @@ type Config struct {
 	// Optional, defaults 10/s and 100.
 	RatePerNode  float64
 	BurstPerNode int
-	Clock        identity.Clock // optional
-	Logger       *slog.Logger   // optional
-	Metrics      Metrics        // optional
+	// TokenAudiences: a bearer token's "aud" claim must name one of them,
+	// checked before the Authenticator is asked. Required (the same
+	// audiences the Authenticator reviews the token for).
+	TokenAudiences []string
+	// TokenSubject, if set, is the only "sub" claim a token may carry
+	// (Kubernetes: system:serviceaccount:<NodeNamespace>:<NodeServiceAccount>),
+	// checked before the Authenticator is asked. Optional.
+	TokenSubject string
+	// Admission bounds the work done before authentication. Optional.
+	Admission Admission
+	Clock     identity.Clock // optional
+	Logger    *slog.Logger   // optional
+	Metrics   Metrics        // optional
 }
 
 // Server is the built-in CA's HTTP handler. See the package documentation.
@@ -75,6 +86,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	limiter *nodeLimiter
+	gate    *reviewGate
+	logs    *logThrottle
 
 	mu     sync.Mutex
 	issued uint64
@@ -94,7 +107,10 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, errors.New("ca: Pods required")
 	case cfg.NodeNamespace == "" || cfg.NodeServiceAccount == "":
 		return nil, errors.New("ca: node service account required")
+	case len(cfg.TokenAudiences) == 0:
+		return nil, errors.New("ca: TokenAudiences required")
 	}
+	cfg.Admission = cfg.Admission.withDefaults()
 	if cfg.RatePerNode <= 0 {
 		cfg.RatePerNode = 10
 	}
@@ -111,14 +127,23 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "ca"),
 		limiter: newNodeLimiter(cfg.RatePerNode, cfg.BurstPerNode, cfg.Clock),
-		denied:  map[Reason]uint64{},
+		gate: newReviewGate(cfg.Authenticator, cfg.Admission, cfg.Clock, func(c Caller) bool {
+			return c.Namespace == cfg.NodeNamespace && c.ServiceAccount == cfg.NodeServiceAccount && c.Node != ""
+		}),
+		logs:   newLogThrottle(logBurstPerReason, cfg.Clock),
+		denied: map[Reason]uint64{},
 	}, nil
 }
 
+// logBurstPerReason is how many denial lines of one reason are logged per
+// second; the rest are counted and summarized.
+const logBurstPerReason = 10
+
 // Stats are the server's counters.
 type Stats struct {
-	Issued uint64
-	Denied map[Reason]uint64
+	Issued    uint64
+	Denied    map[Reason]uint64
+	Admission AdmissionStats
 }
 
 // Stats returns a copy of the counters.
@@ -129,6 +154,7 @@ func (s *Server) Stats() Stats {
 	for r, n := range s.denied {
 		st.Denied[r] = n
 	}
+	st.Admission = s.gate.stats()
 	return st
 }
 
@@ -173,8 +199,14 @@ func (s *Server) serveSign(w http.ResponseWriter, r *http.Request) {
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.Denied(reason)
 		}
-		s.log.Warn("ca: denied", "reason", string(reason), "node", caller.Node, "pod", caller.Pod,
-			"caller", caller.Namespace+"/"+caller.ServiceAccount, "id", idString(id), "remote", r.RemoteAddr, "err", err)
+		if ok, suppressed := s.logs.allow(reason); ok {
+			s.log.Warn("ca: denied", "reason", string(reason), "node", caller.Node, "pod", caller.Pod,
+				"caller", caller.Namespace+"/"+caller.ServiceAccount, "id", idString(id), "remote", r.RemoteAddr,
+				"suppressed_before", suppressed, "err", err)
+		}
+		if reason.retryLater() {
+			w.Header().Set("Retry-After", "1")
+		}
 		writeJSON(w, reason.Status(), ErrorResponse{Reason: reason, Message: err.Error()})
 		return
 	}
@@ -209,11 +241,29 @@ func (s *Server) sign(r *http.Request, caller *Caller, id *spiffeid.ID) ([]*x509
 		return nil, deny(ReasonMethod, "method %s, want POST", r.Method)
 	}
 	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	if !ok || strings.TrimSpace(token) == "" {
+	token = strings.TrimSpace(token)
+	if !ok || token == "" {
 		return nil, deny(ReasonNoToken, "no bearer token")
 	}
-	c, err := s.cfg.Authenticator.Authenticate(r.Context(), strings.TrimSpace(token))
+	// Everything before the Authenticator is cheap and local: the token's
+	// shape, expiry and audience, then the bounded body.
+	exp, err := precheckToken(token, s.cfg.Admission.MaxTokenBytes, s.cfg.TokenAudiences, s.cfg.TokenSubject, s.cfg.Clock.Now())
 	if err != nil {
+		return nil, err
+	}
+	req, err := readSignRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.CSR) > MaxCSRBytes {
+		return nil, deny(ReasonCSRTooLarge, "CSR of %d bytes, over %d", len(req.CSR), MaxCSRBytes)
+	}
+	c, err := s.gate.authenticate(r.Context(), remoteAddr(r), token, exp)
+	if err != nil {
+		var d *DenyError
+		if errors.As(err, &d) {
+			return nil, d
+		}
 		if errors.Is(err, ErrUnauthenticated) {
 			return nil, &DenyError{Reason: ReasonUnauthenticated, Err: err}
 		}
@@ -229,18 +279,6 @@ func (s *Server) sign(r *http.Request, caller *Caller, id *spiffeid.ID) ([]*x509
 	}
 	if !s.limiter.allow(c.Node) {
 		return nil, deny(ReasonRateLimited, "node %s is over its rate limit", c.Node)
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxRequestBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, deny(ReasonTooLarge, "request body over %d bytes", MaxRequestBytes)
-		}
-		return nil, deny(ReasonBadRequest, "read body: %v", err)
-	}
-	var req SignRequest
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, deny(ReasonBadRequest, "decode request: %v", err)
 	}
 	want, err := spiffeid.FromString(req.SpiffeID)
 	if err != nil {
@@ -270,6 +308,32 @@ func (s *Server) sign(r *http.Request, caller *Caller, id *spiffeid.ID) ([]*x509
 		return nil, &DenyError{Reason: ReasonInternal, Err: err}
 	}
 	return chain, nil
+}
+
+func readSignRequest(r *http.Request) (SignRequest, error) {
+	var req SignRequest
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return req, deny(ReasonTooLarge, "request body over %d bytes", MaxRequestBytes)
+		}
+		return req, deny(ReasonBadRequest, "read body: %v", err)
+	}
+	if err := json.Unmarshal(body, &req); err != nil {
+		return req, deny(ReasonBadRequest, "decode request: %v", err)
+	}
+	return req, nil
+}
+
+// remoteAddr is the request's source address (the zero Addr if the server
+// set none that parses).
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr()
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

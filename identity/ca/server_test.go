@@ -181,10 +181,9 @@ func TestDenials(t *testing.T) {
 	env, logs := startEnv(t, nil)
 	env.Pods.Add("node-a", "shop", "web")
 	env.Pods.Add("node-b", "shop", "db")
-	env.Auth.SetError("expired", fmt.Errorf("%w: token has expired", ca.ErrUnauthenticated))
-	env.Auth.SetError("wrong-aud", fmt.Errorf("%w: token audiences [api] do not include ambit-ca", ca.ErrUnauthenticated))
-	env.Auth.Set("other-sa", ca.Caller{Namespace: "shop", ServiceAccount: "web", Node: "node-a"})
-	env.Auth.Set("unbound", ca.Caller{Namespace: catest.NodeNamespace, ServiceAccount: catest.NodeServiceAccount})
+	env.Auth.SetError(catest.Token("revoked"), fmt.Errorf("%w: token has been invalidated", ca.ErrUnauthenticated))
+	env.Auth.Set(catest.Token("other-sa"), ca.Caller{Namespace: "shop", ServiceAccount: "web", Node: "node-a"})
+	env.Auth.Set(catest.Token("unbound"), ca.Caller{Namespace: catest.NodeNamespace, ServiceAccount: catest.NodeServiceAccount})
 	client, err := env.Client()
 	if err != nil {
 		t.Fatal(err)
@@ -203,17 +202,22 @@ func TestDenials(t *testing.T) {
 
 	type tc struct {
 		name   string
-		token  string // token file content ("" keeps node-a-token)
+		token  string // token file content ("" keeps catest.NodeAToken)
 		id     spiffeid.ID
 		csr    []byte
 		reason ca.Reason
 	}
 	cases := []tc{
-		{"expired token", "expired", web, good(), ca.ReasonUnauthenticated},
-		{"wrong audience", "wrong-aud", web, good(), ca.ReasonUnauthenticated},
-		{"forged token", "eyJhbGciOiJSUzI1NiJ9.forged.sig", web, good(), ca.ReasonUnauthenticated},
-		{"token of another service account", "other-sa", web, good(), ca.ReasonWrongServiceAccount},
-		{"token bound to no node", "unbound", web, good(), ca.ReasonNoNode},
+		{"token the authenticator refuses", catest.Token("forged"), web, good(), ca.ReasonUnauthenticated},
+		{"token the authenticator revoked", catest.Token("revoked"), web, good(), ca.ReasonUnauthenticated},
+		{"expired token", catest.TokenFor("node-a", time.Now().Add(-time.Second), catest.Audience), web, good(), ca.ReasonTokenExpired},
+		{"wrong audience", catest.TokenFor("node-a", catest.FarFuture, "https://kubernetes.default.svc"), web, good(), ca.ReasonTokenAudience},
+		{"no audience", catest.TokenFor("node-a", catest.FarFuture), web, good(), ca.ReasonTokenAudience},
+		{"not a JWT", "node-a-token", web, good(), ca.ReasonTokenMalformed},
+		{"JWT of garbage", "eyJhbGciOiJSUzI1NiJ9.forged.sig", web, good(), ca.ReasonTokenMalformed},
+		{"token over the size limit", catest.Token(strings.Repeat("x", ca.DefaultMaxTokenBytes)), web, good(), ca.ReasonTokenMalformed},
+		{"token of another service account", catest.Token("other-sa"), web, good(), ca.ReasonWrongServiceAccount},
+		{"token bound to no node", catest.Token("unbound"), web, good(), ca.ReasonNoNode},
 		{"pod of another node", "", wl("shop", "db"), csrFor(t, p256(t), &x509.CertificateRequest{URIs: []*url.URL{wl("shop", "db").URL()}}), ca.ReasonNoPodOnNode},
 		{"identity with no pod anywhere", "", wl("shop", "ghost"), csrFor(t, p256(t), &x509.CertificateRequest{URIs: []*url.URL{wl("shop", "ghost").URL()}}), ca.ReasonNoPodOnNode},
 		{"foreign trust domain", "", spiffeid.RequireFromString("spiffe://evil.example/ns/shop/sa/web"), csrFor(t, p256(t), &x509.CertificateRequest{URIs: uris("spiffe://evil.example/ns/shop/sa/web")}), ca.ReasonForeignTrustDomain},
@@ -235,7 +239,7 @@ func TestDenials(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			tok := c.token
 			if tok == "" {
-				tok = "node-a-token"
+				tok = catest.NodeAToken
 			}
 			if err := os.WriteFile(env.TokenFile, []byte(tok), 0o600); err != nil {
 				t.Fatal(err)
@@ -258,7 +262,7 @@ func TestDenials(t *testing.T) {
 			}
 		})
 	}
-	if err := os.WriteFile(env.TokenFile, []byte("node-a-token"), 0o600); err != nil {
+	if err := os.WriteFile(env.TokenFile, []byte(catest.NodeAToken), 0o600); err != nil {
 		t.Fatal(err)
 	}
 
@@ -270,19 +274,19 @@ func TestDenials(t *testing.T) {
 		}
 	})
 	t.Run("GET", func(t *testing.T) {
-		st, er := rawPost(t, env, http.MethodGet, "node-a-token", nil)
+		st, er := rawPost(t, env, http.MethodGet, catest.NodeAToken, nil)
 		if st != http.StatusMethodNotAllowed || er.Reason != ca.ReasonMethod {
 			t.Fatalf("%d %+v", st, er)
 		}
 	})
 	t.Run("body over limit", func(t *testing.T) {
-		st, er := rawPost(t, env, http.MethodPost, "node-a-token", bytes.Repeat([]byte("x"), ca.MaxRequestBytes+10))
+		st, er := rawPost(t, env, http.MethodPost, catest.NodeAToken, bytes.Repeat([]byte("x"), ca.MaxRequestBytes+10))
 		if st != http.StatusRequestEntityTooLarge || er.Reason != ca.ReasonTooLarge {
 			t.Fatalf("%d %+v", st, er)
 		}
 	})
 	t.Run("not JSON", func(t *testing.T) {
-		st, er := rawPost(t, env, http.MethodPost, "node-a-token", []byte("{"))
+		st, er := rawPost(t, env, http.MethodPost, catest.NodeAToken, []byte("{"))
 		if st != http.StatusBadRequest || er.Reason != ca.ReasonBadRequest {
 			t.Fatalf("%d %+v", st, er)
 		}
@@ -324,7 +328,7 @@ func TestRateLimitPerNode(t *testing.T) {
 	env, _ := startEnv(t, func(c *ca.Config) { c.BurstPerNode = 3; c.RatePerNode = 0.001 })
 	env.Pods.Add("node-a", "shop", "web")
 	env.Pods.Add("node-b", "shop", "web")
-	env.Auth.Set("node-b-token", ca.Caller{Namespace: catest.NodeNamespace, ServiceAccount: catest.NodeServiceAccount, Node: "node-b"})
+	env.Auth.Set(catest.Token("node-b"), ca.Caller{Namespace: catest.NodeNamespace, ServiceAccount: catest.NodeServiceAccount, Node: "node-b"})
 	client, _ := env.Client()
 	defer client.Close()
 	p := identity.CSRProvider{Signer: client}
@@ -339,7 +343,7 @@ func TestRateLimitPerNode(t *testing.T) {
 		t.Fatalf("over the limit: %v", err)
 	}
 	// Another node has its own bucket.
-	if err := os.WriteFile(env.TokenFile, []byte("node-b-token"), 0o600); err != nil {
+	if err := os.WriteFile(env.TokenFile, []byte(catest.Token("node-b")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := p.FetchSVID(ctxT(t), wl("shop", "web")); err != nil {
@@ -380,7 +384,7 @@ func TestHealth(t *testing.T) {
 	}
 	nr := &notReady{}
 	srv, err := ca.NewServer(ca.Config{TrustDomain: td, Issuer: env.Issuer, Authenticator: env.Auth, Pods: nr,
-		NodeNamespace: "a", NodeServiceAccount: "b"})
+		NodeNamespace: "a", NodeServiceAccount: "b", TokenAudiences: []string{catest.Audience}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,7 +62,7 @@ func startLiveCA(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) *liveCA {
 		t.Fatal(err)
 	}
 	auth := &catest.Authenticator{}
-	auth.Set("node-a-token", ca.Caller{Namespace: catest.NodeNamespace, ServiceAccount: catest.NodeServiceAccount, Node: "node-a"})
+	auth.Set(catest.NodeAToken, ca.Caller{Namespace: catest.NodeNamespace, ServiceAccount: catest.NodeServiceAccount, Node: "node-a"})
 	pods := &catest.Pods{}
 	for _, id := range ids {
 		ns, sa, err := identity.ParseWorkload(id)
@@ -72,7 +72,7 @@ func startLiveCA(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) *liveCA {
 		pods.Add("node-a", ns, sa)
 	}
 	server, err := ca.NewServer(ca.Config{TrustDomain: td, Issuer: is, Authenticator: auth, Pods: pods,
-		NodeNamespace: catest.NodeNamespace, NodeServiceAccount: catest.NodeServiceAccount,
+		NodeNamespace: catest.NodeNamespace, NodeServiceAccount: catest.NodeServiceAccount, TokenAudiences: []string{catest.Audience},
 		RatePerNode: 1000, BurstPerNode: 1000, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -86,7 +86,7 @@ func startLiveCA(t *testing.T, ttl time.Duration, ids ...spiffeid.ID) *liveCA {
 		t.Fatal(err)
 	}
 	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte("node-a-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte(catest.NodeAToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	// The client verifies the CA's serving certificate against this CA's

@@ -15,6 +15,9 @@ import (
 //	200 {"chain": ["<base64 DER leaf>", "<base64 DER intermediate>", ...], "not_after": "<RFC 3339>"}
 //	4xx/5xx {"reason": "<Reason>", "message": "<human readable>"}
 //
+// Refusals that say "try later" (429 rate_limited, source_rate_limited; 503
+// overloaded, pod_lookup_failed) carry Retry-After in seconds.
+//
 // The body is at most MaxRequestBytes, the CSR at most MaxCSRBytes. The
 // chain never contains the root: clients verify it against their own trust
 // bundle.
@@ -53,6 +56,11 @@ const (
 	ReasonTooLarge            Reason = "request_too_large"
 	ReasonNoToken             Reason = "missing_token"
 	ReasonUnauthenticated     Reason = "unauthenticated"
+	ReasonTokenMalformed      Reason = "token_malformed"
+	ReasonTokenExpired        Reason = "token_expired"
+	ReasonTokenAudience       Reason = "token_wrong_audience"
+	ReasonSourceRateLimited   Reason = "source_rate_limited"
+	ReasonOverloaded          Reason = "overloaded"
 	ReasonWrongServiceAccount Reason = "wrong_service_account"
 	ReasonNoNode              Reason = "no_node_binding"
 	ReasonRateLimited         Reason = "rate_limited"
@@ -72,9 +80,20 @@ const (
 
 // Reasons lists every Reason (to pre-create metric series).
 var Reasons = []Reason{ReasonMethod, ReasonBadRequest, ReasonTooLarge, ReasonNoToken, ReasonUnauthenticated,
+	ReasonTokenMalformed, ReasonTokenExpired, ReasonTokenAudience, ReasonSourceRateLimited, ReasonOverloaded,
 	ReasonWrongServiceAccount, ReasonNoNode, ReasonRateLimited, ReasonBadIdentity, ReasonForeignTrustDomain,
 	ReasonNoPodOnNode, ReasonLookupFailed, ReasonCSRTooLarge, ReasonCSRMalformed, ReasonCSRSignature,
 	ReasonSANMismatch, ReasonExtraSAN, ReasonWeakKey, ReasonCARequested, ReasonInternal}
+
+// retryLater reports whether the denial says "not now" rather than "no":
+// it is answered with Retry-After.
+func (r Reason) retryLater() bool {
+	switch r {
+	case ReasonRateLimited, ReasonSourceRateLimited, ReasonOverloaded, ReasonLookupFailed:
+		return true
+	}
+	return false
+}
 
 // Status is the HTTP status a denial is answered with.
 func (r Reason) Status() int {
@@ -83,13 +102,13 @@ func (r Reason) Status() int {
 		return http.StatusMethodNotAllowed
 	case ReasonTooLarge:
 		return http.StatusRequestEntityTooLarge
-	case ReasonNoToken, ReasonUnauthenticated:
+	case ReasonNoToken, ReasonUnauthenticated, ReasonTokenMalformed, ReasonTokenExpired, ReasonTokenAudience:
 		return http.StatusUnauthorized
 	case ReasonWrongServiceAccount, ReasonNoNode, ReasonForeignTrustDomain, ReasonNoPodOnNode:
 		return http.StatusForbidden
-	case ReasonRateLimited:
+	case ReasonRateLimited, ReasonSourceRateLimited:
 		return http.StatusTooManyRequests
-	case ReasonLookupFailed:
+	case ReasonLookupFailed, ReasonOverloaded:
 		return http.StatusServiceUnavailable
 	case ReasonInternal:
 		return http.StatusInternalServerError

@@ -81,9 +81,9 @@ func Start(o Options) (*Env, error) {
 		return nil, err
 	}
 	env := &Env{Root: root, Intermediate: inter, Issuer: is, Auth: &Authenticator{}, Pods: &Pods{}}
-	env.Auth.Set("node-a-token", ca.Caller{Namespace: NodeNamespace, ServiceAccount: NodeServiceAccount, Node: "node-a", Pod: "ambit-a"})
+	env.Auth.Set(NodeAToken, ca.Caller{Namespace: NodeNamespace, ServiceAccount: NodeServiceAccount, Node: "node-a", Pod: "ambit-a"})
 	env.TokenFile = filepath.Join(o.Dir, "token")
-	if err := os.WriteFile(env.TokenFile, []byte("node-a-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(env.TokenFile, []byte(NodeAToken+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	env.Bundle, err = identity.NewBundleStore(identity.BundleConfig{TrustDomain: td, Roots: []*x509.Certificate{root.Cert}})
@@ -91,7 +91,8 @@ func Start(o Options) (*Env, error) {
 		return nil, err
 	}
 	cfg := ca.Config{TrustDomain: td, Issuer: is, Authenticator: env.Auth, Pods: env.Pods,
-		NodeNamespace: NodeNamespace, NodeServiceAccount: NodeServiceAccount, Logger: o.Logger}
+		NodeNamespace: NodeNamespace, NodeServiceAccount: NodeServiceAccount, TokenAudiences: []string{Audience},
+		Logger: o.Logger}
 	if o.Mutate != nil {
 		o.Mutate(&cfg)
 	}
