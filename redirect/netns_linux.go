@@ -150,3 +150,34 @@ func dialIn(ctx context.Context, ns *os.File, mark uint32, network, address stri
 // goroutine locked to its OS thread, and waits for it (see inNetns for the
 // thread-safety rules). Sockets fn creates stay in ns.
 func InNetns(ns *os.File, fn func() error) error { return inNetns(ns, fn) }
+
+// ErrNodeNetns is wrapped when a network namespace offered as a pod's is
+// the node's (the host namespace the daemon was given) or the daemon's own:
+// capturing it would redirect the node's or the daemon's own traffic.
+var ErrNodeNetns = errors.New("redirect: not a pod's network namespace")
+
+// CheckPodNetns refuses ns if it is the daemon's own network namespace
+// (/proc/self/ns/net) or host's (the node's; nil if not given), compared by
+// the namespace's device and inode.
+func CheckPodNetns(ns, host *os.File) error {
+	var got, self unix.Stat_t
+	if err := unix.Fstat(int(ns.Fd()), &got); err != nil {
+		return fmt.Errorf("redirect: stat netns: %w", err)
+	}
+	if err := unix.Stat("/proc/self/ns/net", &self); err != nil {
+		return fmt.Errorf("redirect: stat own netns: %w", err)
+	}
+	if got.Dev == self.Dev && got.Ino == self.Ino {
+		return fmt.Errorf("%w: it is the daemon's own network namespace (net:[%d])", ErrNodeNetns, got.Ino)
+	}
+	if host != nil {
+		var h unix.Stat_t
+		if err := unix.Fstat(int(host.Fd()), &h); err != nil {
+			return fmt.Errorf("redirect: stat host netns: %w", err)
+		}
+		if got.Dev == h.Dev && got.Ino == h.Ino {
+			return fmt.Errorf("%w: it is the host's network namespace (--host-netns, net:[%d])", ErrNodeNetns, got.Ino)
+		}
+	}
+	return nil
+}

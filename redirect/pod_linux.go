@@ -99,6 +99,9 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 		}
 		return err
 	}
+	if err := CheckPodNetns(ns, m.opts.HostNetns); err != nil {
+		return fail(fmt.Errorf("pod %s: %w", pod.ID, err))
+	}
 	cookie, err := netnsCookie(ns)
 	if err != nil {
 		return fail(err)

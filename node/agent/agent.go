@@ -353,8 +353,8 @@ func (a *agent) run(stop context.Context) error {
 	goRun("enrolment", func(ctx context.Context) error { enr.Run(ctx); return nil })
 
 	cni, err := cniserver.New(cniserver.Options{SocketPath: cfg.CNISocket, Capture: enr, Enrol: enr.Enrol,
-		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
-		Logger:   a.log})
+		HostPeer:  func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
+		HostNetns: host, Logger: a.log})
 	if err != nil {
 		return err
 	}

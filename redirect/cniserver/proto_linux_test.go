@@ -175,12 +175,8 @@ func TestSuccessorKeepsSocket(t *testing.T) {
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("the predecessor's Close removed the socket path: %v", err)
 	}
-	ns, err := os.Open("/proc/self/ns/net")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	b, err := cnimsg.Encode(cnimsg.TypeRequest, addReq("/proc/self/ns/net"))
+	ns, path := nstest.NewNetns(t, t.TempDir(), "pod")
+	b, err := cnimsg.Encode(cnimsg.TypeRequest, addReq(path))
 	if err != nil {
 		t.Fatal(err)
 	}

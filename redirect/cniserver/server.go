@@ -2,7 +2,9 @@
 // (package cnimsg): a unix seqpacket socket where the chained CNI plugin
 // announces pods before they start. For each ADD the server authenticates
 // the peer (SO_PEERCRED: only the configured uid, root by default),
-// validates the request and the netns descriptor passed with it, decides
+// validates the request and the netns descriptor passed with it (a network
+// namespace, the one at the request's path, and neither the node's nor the
+// daemon's own), decides
 // enrolment, applies capture, prefetches the pod's certificate and only
 // then acknowledges; any failure is answered with an error so the runtime
 // fails the ADD and retries: a pod that should be captured never starts
@@ -55,6 +57,10 @@ type Options struct {
 	// HostPeer finds the host-side interface of the pod's interface.
 	// Optional: default redirect.HostPeer.
 	HostPeer func(ns *os.File, ifname string) (string, error)
+	// HostNetns is the node's network namespace (--host-netns); a request
+	// offering it as a pod's is refused, as is one offering the daemon's
+	// own. Optional: nil checks the daemon's own only.
+	HostNetns *os.File
 	// AllowUID is the only peer uid accepted. Optional: default 0 (root).
 	AllowUID uint32
 	// Timeout bounds the handling of one request. Optional: default 30 s.
@@ -66,6 +72,9 @@ type Options struct {
 // Stats counts what the server did; read with Stats().
 type Stats struct {
 	Added, Deleted, Checked, NotEnrolled, Rejected, Failed int64
+	// NodeNetns counts requests refused (and counted in Rejected) for
+	// offering the node's or the daemon's own namespace as a pod's.
+	NodeNetns int64
 }
 
 // Server serves the CNI socket.
@@ -75,6 +84,7 @@ type Server struct {
 	ln                                                     *net.UnixListener
 	wg                                                     sync.WaitGroup
 	added, deleted, checked, notEnrolled, rejected, failed atomic.Int64
+	nodeNetns                                              atomic.Int64
 }
 
 // New validates opts and listens on SocketPath (replacing a stale socket).
@@ -118,7 +128,8 @@ func New(opts Options) (*Server, error) {
 // Stats returns the counters.
 func (s *Server) Stats() Stats {
 	return Stats{Added: s.added.Load(), Deleted: s.deleted.Load(), Checked: s.checked.Load(),
-		NotEnrolled: s.notEnrolled.Load(), Rejected: s.rejected.Load(), Failed: s.failed.Load()}
+		NotEnrolled: s.notEnrolled.Load(), Rejected: s.rejected.Load(), Failed: s.failed.Load(),
+		NodeNetns: s.nodeNetns.Load()}
 }
 
 // Serve accepts connections until ctx is done or Close is called, then
@@ -222,6 +233,10 @@ func (s *Server) serveOne(ctx context.Context, c *net.UnixConn) (cnimsg.Response
 	}
 	if err := checkNetns(fds[0], req.Pod.NetnsPath); err != nil {
 		return cnimsg.Response{}, rejectErr{err}
+	}
+	if err := redirect.CheckPodNetns(fds[0], s.opts.HostNetns); err != nil {
+		s.nodeNetns.Add(1)
+		return cnimsg.Response{}, rejectErr{fmt.Errorf("pod %s/%s netns %s: %w", req.Pod.Namespace, req.Pod.Name, req.Pod.NetnsPath, err)}
 	}
 	enrol, err := s.opts.Enrol(ctx, req.Pod)
 	if err != nil {
