@@ -7,8 +7,8 @@
 // import` (and the e2e cluster's ImportImage) loads.
 //
 // One image rather than two: the chart runs the CNI installer as an init
-// container of the daemon pod and the daemon's preStop hook runs
-// `ambit-cni uninstall`, so the daemon's image must carry the plugin anyway;
+// container of the daemon pod and the daemon keeps the plugin installed
+// from its own /ambit-cni, so the daemon's image must carry the plugin anyway;
 // a second image would only add a second pull and a second tag to keep in
 // step. The binaries are built with CGO_ENABLED=0 so the image needs no libc
 // and no base layer.
