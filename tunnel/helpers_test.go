@@ -20,7 +20,12 @@ import (
 	"github.com/ambit-mesh/ambit/identity/identitytest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if attack := os.Getenv(attackerEnv); attack != "" {
+		os.Exit(runAttacker(attack)) // a re-exec of the test binary as a hostile peer (hostile_proc_test.go)
+	}
+	goleak.VerifyTestMain(m)
+}
 
 var (
 	testCA    = identitytest.MustCA("cluster.local")
