@@ -38,6 +38,26 @@
 // and checks the client, the destination, the hooks and that the tunnel
 // keeps serving.
 //
+// # Hostile peers
+//
+// A Server bounds what a peer with a valid certificate can make it do (see
+// docs/hbone.md, "Hostile peers", for the reasoning and figures). A stream
+// counts against MAX_CONCURRENT_STREAMS until its handler returns, and a
+// RST_STREAM before the answer cancels the handler's context (the
+// Authorizer's ctx and the Dial's). Per connection, Settings.Limits bounds
+// early resets, refused or malformed streams, SETTINGS, PING, frames that
+// change nothing and CONTINUATION frames per header block; a peer over one
+// gets GOAWAY(ENHANCE_YOUR_CALM). A Guard, shared by the Servers of a node,
+// caps TLS handshakes in progress (over it: connection closed) and streams
+// per source identity (over it: 503). CONNECTs to ServerConfig.ReservedPorts
+// or to the port of the listener they arrived on are loops: 400. Malformed
+// requests (RFC 9113 8.1.1) get 400 and RST_STREAM(PROTOCOL_ERROR). Each
+// refusal is counted in Stats and reported to Hooks.OnRefuse with one of
+// the Refuse* reasons. Pitfalls: Authorizers and Dial functions must honour
+// ctx, or a reset cannot stop them (their goroutine stays until they
+// return, still holding its stream slot); a Guard per Server instead of
+// per node makes the caps per pod.
+//
 // # Protocol profile
 //
 // TLS 1.3 only unless Settings.AllowTLS12 (then TLS 1.2 with ECDHE and

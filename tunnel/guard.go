@@ -26,8 +26,8 @@ type GuardConfig struct {
 
 // Defaults of GuardConfig (docs/hbone.md has the measurements behind them).
 const (
-	DefaultMaxHandshakes         = 256
-	DefaultMaxStreamsPerIdentity = 4096
+	DefaultMaxHandshakes         = 1024
+	DefaultMaxStreamsPerIdentity = 2048
 )
 
 // Guard holds caps shared by several Servers: a node's daemon gives one
