@@ -40,7 +40,7 @@ type Limits struct {
 	Pings Rate
 	// EmptyFrames: frames that change nothing: DATA without payload or
 	// END_STREAM, WINDOW_UPDATE or RST_STREAM on a closed stream, PRIORITY,
-	// unknown frame types. Default burst 1000, 100/s.
+	// unknown frame types. Default burst 1000, 1000/s.
 	EmptyFrames Rate
 	// HeaderFrames: HEADERS plus CONTINUATION frames of one header block
 	// (CVE-2024-27316's endless CONTINUATION). Default 16.
@@ -53,7 +53,7 @@ var (
 	DefaultLocalResets  = Rate{Burst: 200, PerSecond: 20}
 	DefaultSettingsRate = Rate{Burst: 100, PerSecond: 10}
 	DefaultPingRate     = Rate{Burst: 100, PerSecond: 10}
-	DefaultEmptyFrames  = Rate{Burst: 1000, PerSecond: 100}
+	DefaultEmptyFrames  = Rate{Burst: 1000, PerSecond: 1000}
 )
 
 // DefaultHeaderFrames is the default of Limits.HeaderFrames.
