@@ -170,3 +170,23 @@ func TestNodeHooksReporterByDirection(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalsCounted: the tunnel's hostile-peer refusals are counted by
+// reason, through the node's hooks, with no identity or address label.
+func TestRefusalsCounted(t *testing.T) {
+	m := newMetrics(t, Config{})
+	h := m.NodeHooks()
+	for range 3 {
+		h.OnRefuse(tunnel.RefuseInfo{Reason: tunnel.RefuseRapidReset, Peer: srcID, PeerAddr: netip.MustParseAddrPort("10.1.2.3:4")})
+	}
+	h.OnRefuse(tunnel.RefuseInfo{Reason: tunnel.RefuseLoop, Peer: srcID})
+	if v, ok := value(t, m.Registry(), "ambit_hbone_refused_total", map[string]string{"reason": tunnel.RefuseRapidReset}); !ok || v != 3 {
+		t.Errorf("rapid_reset refusals %v (found %v), want 3", v, ok)
+	}
+	if v, ok := value(t, m.Registry(), "ambit_hbone_refused_total", map[string]string{"reason": tunnel.RefuseLoop}); !ok || v != 1 {
+		t.Errorf("loop refusals %v (found %v), want 1", v, ok)
+	}
+	if text := scrape(t, m.Handler()); strings.Contains(line(text, "ambit_hbone_refused_total"), "frontend") {
+		t.Error("an identity became a label of ambit_hbone_refused_total")
+	}
+}
