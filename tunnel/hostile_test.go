@@ -556,3 +556,46 @@ func TestLoopRefused(t *testing.T) {
 		t.Fatalf("ordinary CONNECT after loops: %d", got)
 	}
 }
+
+// TestResetKeepsSlotUntilHandlerReturns: a stream reset by the peer keeps
+// its MAX_CONCURRENT_STREAMS slot while its handler is still running (here
+// an Authorizer that ignores its context), so resets cannot pile up
+// handlers beyond the limit.
+func TestResetKeepsSlotUntilHandlerReturns(t *testing.T) {
+	release := make(chan struct{})
+	var inAuthz atomic.Int32
+	e := newEnv(t, envOpt{settings: Settings{MaxConcurrentStreams: 2}, authz: AuthorizerFunc(func(context.Context, AuthzRequest) Decision {
+		inAuthz.Add(1)
+		<-release
+		return Decision{Allow: true}
+	})})
+	rc := newRawClient(t, e)
+	app := e.app.String()
+	a, _ := rc.connect(app)
+	b, _ := rc.connect(app)
+	waitFor(t, func() bool { return inAuthz.Load() == 2 })
+	_ = rc.fr.WriteRSTStream(a, http2.ErrCodeCancel)
+	_ = rc.fr.WriteRSTStream(b, http2.ErrCodeCancel)
+	c, _ := rc.connect(app)
+	if got := rc.status(c); got != -1 {
+		t.Fatalf("third stream while two reset handlers still run: %d, want REFUSED_STREAM", got)
+	}
+	if n := inAuthz.Load(); n != 2 {
+		t.Fatalf("%d handlers authorizing, want 2", n)
+	}
+	close(release)
+	waitFor(t, func() bool { return e.srv.Stats().EarlyResets == 2 })
+	var d uint32
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		d, _ = rc.connect(app)
+		got := rc.status(d)
+		if got == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stream after the handlers returned: %d, want 200", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
