@@ -358,10 +358,10 @@ func checkRBAC(t *testing.T, objs []object) {
 		t.Errorf("CA role %v, want tokenreviews create + pods get/list/watch only", caGranted)
 	}
 	for _, o := range objs {
-		if o.Kind == "Role" || o.Kind == "RoleBinding" || (o.Kind == "ClusterRole" && o.Name != "ambit" && o.Name != "ambit-ca") {
+		if ((o.Kind == "Role" || o.Kind == "RoleBinding") && o.Name != "ambit") || (o.Kind == "ClusterRole" && o.Name != "ambit" && o.Name != "ambit-ca") {
 			t.Errorf("unexpected RBAC object %s/%s", o.Kind, o.Name)
 		}
-		if (o.Kind == "ClusterRole") && strings.Contains(string(o.raw), `"*"`) {
+		if (o.Kind == "ClusterRole" || o.Kind == "Role") && strings.Contains(string(o.raw), `"*"`) {
 			t.Errorf("%s grants a wildcard", o.Name)
 		}
 	}
