@@ -36,6 +36,7 @@ import (
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cniplugin"
 	"github.com/ambit-mesh/ambit/redirect/cniserver"
+	"github.com/ambit-mesh/ambit/tunnel"
 )
 
 // ErrFIPS: --fips was given but the Go runtime is not in FIPS 140 mode.
@@ -279,7 +280,9 @@ func (a *agent) run(stop context.Context) error {
 	a.connections = conns.SnapshotAny
 	node, err = dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: engine,
 		SVIDs: ids, Bundles: bundles, Live: live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log,
-		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr)})
+		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr),
+		Guard: tunnel.NewGuard(tunnel.GuardConfig{MaxHandshakes: a.cfg.HBONEMaxHandshakes,
+			MaxStreamsPerIdentity: a.cfg.HBONEMaxStreamsPerIdentity})})
 	if err != nil {
 		return err
 	}

@@ -133,6 +133,15 @@ type Config struct {
 	// FIPS restricts TLS to FIPS-approved suites, curves and signatures.
 	// --fips, optional, default false.
 	FIPS bool
+	// HBONEMaxHandshakes caps TLS handshakes in progress on the node's
+	// HBONE listeners (tunnel.GuardConfig.MaxHandshakes). --hbone-max-handshakes,
+	// optional; 0 takes the tunnel's default, negative disables the cap.
+	HBONEMaxHandshakes int
+	// HBONEMaxStreamsPerIdentity caps the HBONE streams one source identity
+	// holds on the node (tunnel.GuardConfig.MaxStreamsPerIdentity).
+	// --hbone-max-streams-per-identity, optional; 0 takes the tunnel's
+	// default, negative disables the cap.
+	HBONEMaxStreamsPerIdentity int
 
 	// PodName is the daemon's own pod name, from POD_NAME (downward API;
 	// no flag); optional, used to keep ambit itself out of the mesh.
@@ -246,6 +255,8 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "loopback listen address of the admin endpoint")
 	fs.BoolVar(&c.IstioPolicies, "istio-policies", c.IstioPolicies, "also enforce Istio's security.istio.io policies when their CRDs exist")
 	fs.BoolVar(&c.FIPS, "fips", c.FIPS, "restrict TLS to FIPS-approved algorithms")
+	fs.IntVar(&c.HBONEMaxHandshakes, "hbone-max-handshakes", c.HBONEMaxHandshakes, "cap on TLS handshakes in progress on the HBONE listeners (0: built-in default 1024; negative: none)")
+	fs.IntVar(&c.HBONEMaxStreamsPerIdentity, "hbone-max-streams-per-identity", c.HBONEMaxStreamsPerIdentity, "cap on HBONE streams per source identity on this node (0: built-in default 2048; negative: none)")
 	return fs
 }
 

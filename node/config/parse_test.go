@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
@@ -168,6 +169,10 @@ func TestPrecedence(t *testing.T) {
 			map[string]string{"AMBIT_FIPS": "true"}, func(c Config) string { return boolStr(c.FIPS) }, "true", "fips", "AMBIT_FIPS"},
 		{"--fips=false beats AMBIT_FIPS=true", []string{"--fips=false", "--node-name=n", "--root-namespace=r"},
 			map[string]string{"AMBIT_FIPS": "true"}, func(c Config) string { return boolStr(c.FIPS) }, "false", "fips", "--fips"},
+		{"HBONE caps from flag and env", []string{"--hbone-max-handshakes=64", "--node-name=n", "--root-namespace=r"},
+			map[string]string{"AMBIT_HBONE_MAX_STREAMS_PER_IDENTITY": "-1"}, func(c Config) string {
+				return fmt.Sprint(c.HBONEMaxHandshakes, ",", c.HBONEMaxStreamsPerIdentity)
+			}, "64,-1", "hbone-max-streams-per-identity", "AMBIT_HBONE_MAX_STREAMS_PER_IDENTITY"},
 		{"env selector", []string{"--node-name=n", "--root-namespace=r"},
 			map[string]string{"AMBIT_MESH_NAMESPACE_SELECTOR": "mesh in (on,yes)"}, func(c Config) string { return c.MeshNamespaceSelector }, "mesh in (on,yes)", "mesh-namespace-selector", "AMBIT_MESH_NAMESPACE_SELECTOR"},
 		{"unrelated variables are ignored", []string{"--node-name=n", "--root-namespace=r"},
