@@ -3,8 +3,13 @@
 //
 // The server signs a workload certificate only for the node daemon of the
 // node where that workload runs. Each POST /v1/sign (wire format in
-// wire.go) goes through, in order: a bearer token, authenticated by an
-// injected Authenticator (TokenReview in node/kubeca); the caller's service
+// wire.go) goes through, in order: a bearer token, first pre-checked
+// locally (a JWT of at most 8 KiB, not expired, one of TokenAudiences,
+// TokenSubject if set) with the body's and CSR's sizes, then authenticated
+// by an injected Authenticator (TokenReview in node/kubeca) under Admission
+// (results cached by token hash, one review per token in flight, a bucket
+// per source address, a cap on reviews in flight with slots reserved for
+// known node tokens: docs/identity.md); the caller's service
 // account must be the configured ambit node account and the token must be
 // bound to a node; a per-node token bucket; the requested SPIFFE ID must be
 // a workload identity (/ns/<ns>/sa/<sa>) of the CA's trust domain; the CSR
