@@ -376,6 +376,15 @@ func (e *enroller) reconcileOne(ctx context.Context, uid string, hint tables.Wor
 		return
 	}
 	if ctx.Err() != nil {
+		// Cut short by the stop: the pod stays marked (unless marked again
+		// meanwhile) for the next Run instead of waiting for a resync.
+		if _, ok := e.dirty[uid]; !ok {
+			e.dirty[uid] = hint
+		}
+		select {
+		case e.wake <- struct{}{}:
+		default:
+		}
 		return
 	}
 	e.failures.Add(1)
