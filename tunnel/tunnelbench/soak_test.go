@@ -41,7 +41,7 @@ func TestSoakSmall(t *testing.T) {
 	defer cancel()
 	rep, err := RunSoak(ctx, SoakConfig{
 		Conns: 50, Hold: 2 * time.Second, Interval: 200 * time.Millisecond,
-		Settle: 5 * time.Second, IdleTimeout: time.Second, Command: testSoakCommand,
+		Settle: 8 * time.Second, IdleTimeout: time.Second, Command: testSoakCommand,
 	}, t.Logf)
 	if err != nil {
 		t.Fatal(err)
