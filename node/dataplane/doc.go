@@ -1,5 +1,5 @@
 // Package dataplane wires one enrolled pod's captured traffic to the tunnel:
-// the node daemon's three data paths of ../shared/design/architecture.md.
+// the node daemon's three data paths (docs/architecture.md).
 //
 //   - Outbound (15001): an app's connect, rewritten by the capture, is
 //     accepted on the pod's outbound listener; its original destination
