@@ -74,10 +74,11 @@ type conn struct {
 	peerInitWin   int64
 	peerMaxFrame  uint32
 	peerMaxStream uint32
-	recvAvail     int64 // connection receive window left to the peer
-	recvPending   int64 // consumed bytes not yet returned to the peer
-	goneAway      bool  // received GOAWAY: no new streams
-	draining      bool  // sent GOAWAY: refuse new streams
+	recvAvail     int64        // connection receive window left to the peer
+	recvPending   int64        // consumed bytes not yet returned to the peer
+	resetSent     recentResets // streams this endpoint reset (frames on them are ignored)
+	goneAway      bool         // received GOAWAY: no new streams
+	draining      bool         // sent GOAWAY: refuse new streams
 	closed        bool
 	lingering     bool // the read loop closes nc after goAwayAndLinger
 	closeErr      error
@@ -301,13 +302,14 @@ func (c *conn) resetByPeer(id uint32) error {
 		h.answered = true // counted once
 	}
 	_, live := c.streams[id]
+	crossed := c.resetSent.has(id) // both ends reset the stream at once
 	c.mu.Unlock()
 	switch {
 	case early:
 		h.cancel(errEarlyReset)
 		c.ctr.earlyResets.Add(1)
 		return c.spend(&c.fl.earlyResets, RefuseRapidReset)
-	case !live:
+	case !live && !crossed:
 		return c.spend(&c.fl.empty, RefuseEmptyFlood)
 	}
 	return nil
@@ -401,6 +403,9 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 	if s == nil {
 		if c.isIdleStreamID(f.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		if c.resetSent.has(f.StreamID) {
+			return nil // in flight when our RST_STREAM left (RFC 9113 5.1)
 		}
 		return c.spend(&c.fl.empty, RefuseEmptyFlood)
 	}

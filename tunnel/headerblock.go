@@ -189,6 +189,7 @@ func (c *conn) malformed(id uint32, why error) error {
 	}
 	if s == nil {
 		c.lastPeerID = id
+		c.resetSent.add(id)
 	}
 	c.mu.Unlock()
 	c.ctr.protocolErrors.Add(1)

@@ -69,6 +69,7 @@ func (c *conn) handleHeaders(f *http2.MetaHeadersFrame) error {
 	// free the slot of a handler still authorizing or dialing.
 	limit := int(c.set.MaxConcurrentStreams)
 	if c.draining || c.closed || c.active >= limit || c.handlers >= limit {
+		c.resetSent.add(id)
 		c.mu.Unlock()
 		if err := c.writeFrame(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) }); err != nil {
 			return err

@@ -25,12 +25,13 @@ func (c *conn) handleData(f *http2.DataFrame) error {
 	s := c.streams[id]
 	if s == nil || s.rclosed || s.resetErr != nil {
 		idle := c.isIdleStreamID(id)
+		reset := c.resetSent.has(id) // ignored: in flight when our RST_STREAM left
 		c.mu.Unlock()
 		if idle {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
 		c.credit(nil, n)
-		if s == nil {
+		if s == nil && !reset {
 			return c.writeFrame(func(fr *http2.Framer) error { return fr.WriteRSTStream(id, http2.ErrCodeStreamClosed) })
 		}
 		return nil

@@ -315,6 +315,7 @@ func (s *Stream) Reset() error {
 func (c *conn) resetStream(id uint32, code http2.ErrCode, err error) {
 	c.mu.Lock()
 	s := c.streams[id]
+	c.resetSent.add(id)
 	c.mu.Unlock()
 	_ = c.writeFrame(func(fr *http2.Framer) error {
 		if s != nil {
