@@ -1,0 +1,156 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/ambit-mesh/ambit/e2e/cluster"
+)
+
+// TestLifecycle is issue 10's lifecycle suite: one real two-node cluster with
+// the chart installed once, the echo pods of TestMesh in a namespace in the
+// mesh, then every event that can touch a pod in the mesh, in sequence. Each
+// event runs with client pods opening a new connection every 100 ms and
+// holding a long-lived one, and a packet capture on both nodes' pod bridges
+// (cni0) for the whole event; it asserts that no packet between pods of the
+// mesh namespace used another port than 15008 and that the event's marker
+// never crossed in the clear, and prints one line
+//
+//	lifecycle event=<name> refused=<n> refused_for=<d> plaintext_packets=<n> ...
+//
+// (docs/lifecycle-suite.md lists the events, what each asserts and the last
+// measured figures).
+func TestLifecycle(t *testing.T) {
+	opts := cluster.ForAmbit(cluster.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	cluster.SkipIfUnavailable(t, opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+
+	dir := t.TempDir()
+	ambitImage := buildChartImage(ctx, dir)
+	echoTar := filepath.Join(dir, "echo.tar")
+	if err := cluster.BuildGoImage(ctx, "./e2e/apps/echo", echoImage, echoTar); err != nil {
+		t.Fatal(err)
+	}
+	opts.Images = []string{echoTar}
+	c, err := cluster.Start(ctx, t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &mesh{t: t, c: c}
+	root, _ := cluster.ModuleRoot()
+	chart := filepath.Join(root, "charts", "ambit")
+	t0 := time.Now()
+
+	steps := []struct {
+		name string
+		run  func(*mesh, context.Context, *testing.T)
+		must bool // later events need it
+	}{
+		{"setup", func(m *mesh, ctx context.Context, t *testing.T) {
+			m.install(ctx, t, chart, ambitImage)
+			m.lcSetup(ctx, t)
+		}, true},
+		{"pod-delete-permissive", func(m *mesh, ctx context.Context, t *testing.T) {
+			m.lcPodDelete(ctx, t, "pod-delete-permissive", false)
+		}, false},
+		{"pod-delete-strict", func(m *mesh, ctx context.Context, t *testing.T) { m.lcPodDelete(ctx, t, "pod-delete-strict", true) }, false},
+		{"pod-evict", func(m *mesh, ctx context.Context, t *testing.T) { m.lcPodDelete(ctx, t, "pod-evict", false) }, false},
+		{"daemon-sigkill", (*mesh).lcDaemonKill, false},
+		{"daemon-pod-delete", (*mesh).lcDaemonPodDelete, false},
+		{"helm-upgrade", func(m *mesh, ctx context.Context, t *testing.T) { m.lcUpgrade(ctx, t, chart) }, false},
+		{"apiserver-restart", (*mesh).lcAPIServerRestart, false},
+		{"ns-relabel", (*mesh).lcRelabel, false},
+		{"create-20", (*mesh).lcCreateMany, false},
+	}
+	for _, s := range steps {
+		ok := t.Run(s.name, func(t *testing.T) {
+			m.t = t
+			s.run(m, ctx, t)
+		})
+		m.t = t
+		if !ok {
+			m.dumpDaemons(ctx)
+			m.lcTidy(ctx)
+			if s.must {
+				t.FailNow()
+			}
+		}
+	}
+	t.Logf("TestLifecycle: %s from the cluster's start", time.Since(t0).Round(time.Second))
+}
+
+// lcSetup gives the echo servers the bench port the connection loops use,
+// then labels the namespace into the mesh and waits until both running echo
+// pods are enrolled.
+func (m *mesh) lcSetup(ctx context.Context, t *testing.T) {
+	cs := m.c.Clientset()
+	d, err := cs.AppsV1().Deployments(meshNS).Get(ctx, "echo", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctr := &d.Spec.Template.Spec.Containers[0]
+	ctr.Args = append(ctr.Args, "-bench-listen", fmt.Sprintf(":%d", lcBenchPort))
+	if _, err := cs.AppsV1().Deployments(meshNS).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(ctx, t, 90*time.Second, func() string {
+		pods, err := cs.CoreV1().Pods(meshNS).List(ctx, metav1.ListOptions{LabelSelector: "app=echo"})
+		if err != nil {
+			return err.Error()
+		}
+		n := 0
+		for _, p := range pods.Items {
+			if p.DeletionTimestamp != nil || !slices.Contains(p.Spec.Containers[0].Args, "-bench-listen") {
+				return "old echo pods still present"
+			}
+			if cluster.PodReady(&p) {
+				n++
+			}
+		}
+		if n != 2 {
+			return fmt.Sprintf("%d of 2 echo pods with the bench port Ready", n)
+		}
+		return ""
+	})
+	m.lcLabel(ctx, t, true)
+}
+
+// lcLabel labels (or unlabels) the mesh namespace and waits until each
+// daemon reports the enrolled pods that follow: at least one per node, or
+// none.
+func (m *mesh) lcLabel(ctx context.Context, t *testing.T, on bool) {
+	v := "null"
+	if on {
+		v = `"enabled"`
+	}
+	patch := fmt.Sprintf(`{"metadata":{"labels":{%q:%s}}}`, meshLabel, v)
+	if _, err := m.c.Clientset().CoreV1().Namespaces().Patch(ctx, meshNS, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(ctx, t, 30*time.Second, func() string {
+		for _, n := range m.c.Nodes {
+			got := metricSum(m.scrape(ctx, m.daemonPod(ctx, n.Name)), "ambit_enrolled_pods", nil)
+			if on && got < 1 || !on && got != 0 {
+				return fmt.Sprintf("daemon on %s reports %v enrolled pods (labelled: %v)", n.Name, got, on)
+			}
+		}
+		return ""
+	})
+}
+
+// lcTidy removes what a failed event may have left: its client pods and a
+// STRICT policy.
+func (m *mesh) lcTidy(ctx context.Context) {
+	ctx = context.WithoutCancel(ctx)
+	_, _ = m.c.Kubectl(ctx, "delete", "pods", "-n", meshNS, "-l", "role=lifecycle", "--grace-period=0", "--force", "--wait=false")
+	_, _ = m.c.Kubectl(ctx, "delete", "peerauthentications.security.ambit.dev", "-n", meshNS, "--all", "--wait=false")
+}
