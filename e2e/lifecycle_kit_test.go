@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,10 +42,11 @@ type event struct {
 	caps    []*cluster.Capture
 	clients []string // client pods with a loop and a hold container
 
-	mu    sync.Mutex
-	ips   map[netip.Addr]bool   // addresses of meshNS pods and the echo Service
-	logs  map[string]*podStream // followed logs by "pod/container"
-	podIP map[string]string     // client pod name -> its address
+	mu     sync.Mutex
+	ips    map[netip.Addr]bool   // addresses of meshNS pods and the echo Service
+	logs   map[string]*podStream // followed logs by "pod/container"
+	podIP  map[string]string     // client pod name -> its address
+	podUID map[string]string     // client pod name -> its UID
 
 	pkts []packet            // after finish: both captures
 	mesh map[netip.Addr]bool // after finish: the mesh addresses
@@ -58,7 +60,7 @@ type event struct {
 func (m *mesh) begin(ctx context.Context, t *testing.T, name string) *event {
 	t.Helper()
 	e := &event{m: m, t: t, name: name, marker: "LC-" + strings.ToUpper(name) + "-MARK", start: time.Now(),
-		ips: map[netip.Addr]bool{}, logs: map[string]*podStream{}, podIP: map[string]string{}, recDone: make(chan struct{})}
+		ips: map[netip.Addr]bool{}, logs: map[string]*podStream{}, podIP: map[string]string{}, podUID: map[string]string{}, recDone: make(chan struct{})}
 	for _, n := range m.c.Nodes {
 		cp, err := n.StartCapture(ctx, "cni0", "tcp")
 		if err != nil {
@@ -179,6 +181,7 @@ func (e *event) waitFirstAnswers(ctx context.Context, pod string) {
 	}
 	e.mu.Lock()
 	e.podIP[pod] = p.Status.PodIP
+	e.podUID[pod] = string(p.UID)
 	e.mu.Unlock()
 	e.addIP(p.Status.PodIP)
 	for _, c := range []string{"loop", "hold"} {
@@ -368,6 +371,7 @@ func (e *event) finish(ctx context.Context, since time.Time) *outcome {
 	}
 	e.stopRec()
 	<-e.recDone
+	e.stopClients(ctx)
 	o := &outcome{name: e.name}
 	for _, pod := range e.clients {
 		e.mu.Lock()
@@ -400,6 +404,40 @@ func (e *event) finish(ctx context.Context, since time.Time) *outcome {
 	o.wire = judgeWire(pkts, mesh, []string{e.marker}, since, time.Time{})
 	o.plaintext, o.marker, o.hboneSeen = o.wire.plaintext, o.wire.marker, o.wire.hbone
 	return o
+}
+
+// stopClients ends the clients still running (after the captures stopped)
+// with SIGTERM to their processes, so each loop prints its summary (attempts,
+// answers, failures), and waits until their pods are done.
+func (e *event) stopClients(ctx context.Context) {
+	e.t.Helper()
+	cs := e.m.c.Clientset()
+	var running []string
+	for _, pod := range e.clients {
+		if _, err := cs.CoreV1().Pods(meshNS).Get(ctx, pod, metav1.GetOptions{}); err != nil {
+			continue // deleted by the event
+		}
+		e.mu.Lock()
+		uid := e.podUID[pod]
+		e.mu.Unlock()
+		pids, err := cluster.PodProcesses(uid, "echo")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+		}
+		running = append(running, pod)
+	}
+	eventually(ctx, e.t, 30*time.Second, func() string {
+		for _, pod := range running {
+			p, err := cs.CoreV1().Pods(meshNS).Get(ctx, pod, metav1.GetOptions{})
+			if err == nil && !cluster.PodDone(p) {
+				return "client " + pod + " still running after SIGTERM: " + cluster.DescribePod(p)
+			}
+		}
+		return ""
+	})
 }
 
 // cleanup deletes the event's client pods at once (after finish: the

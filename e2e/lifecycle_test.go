@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -125,8 +126,8 @@ func (m *mesh) lcSetup(ctx context.Context, t *testing.T) {
 }
 
 // lcLabel labels (or unlabels) the mesh namespace and waits until each
-// daemon reports the enrolled pods that follow: at least one per node, or
-// none.
+// daemon reports every running pod of the namespace on its node enrolled,
+// or none.
 func (m *mesh) lcLabel(ctx context.Context, t *testing.T, on bool) {
 	v := "null"
 	if on {
@@ -137,10 +138,19 @@ func (m *mesh) lcLabel(ctx context.Context, t *testing.T, on bool) {
 		t.Fatal(err)
 	}
 	eventually(ctx, t, 30*time.Second, func() string {
+		pods, err := m.c.Clientset().CoreV1().Pods(meshNS).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err.Error()
+		}
 		for _, n := range m.c.Nodes {
-			got := metricSum(m.scrape(ctx, m.daemonPod(ctx, n.Name)), "ambit_enrolled_pods", nil)
-			if on && got < 1 || !on && got != 0 {
-				return fmt.Sprintf("daemon on %s reports %v enrolled pods (labelled: %v)", n.Name, got, on)
+			want := 0
+			for _, p := range pods.Items {
+				if on && p.Spec.NodeName == n.Name && p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+					want++
+				}
+			}
+			if got := metricSum(m.scrape(ctx, m.daemonPod(ctx, n.Name)), "ambit_enrolled_pods", nil); got != float64(want) {
+				return fmt.Sprintf("daemon on %s reports %v enrolled pods, want %d (labelled: %v)", n.Name, got, want, on)
 			}
 		}
 		return ""
