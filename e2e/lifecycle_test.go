@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -98,6 +99,9 @@ func (m *mesh) lcSetup(ctx context.Context, t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Recreate: the pods' required anti-affinity leaves no node for a
+	// surge pod, so a rolling update would never start.
+	d.Spec.Strategy = appsv1.DeploymentStrategy{Type: appsv1.RecreateDeploymentStrategyType}
 	ctr := &d.Spec.Template.Spec.Containers[0]
 	ctr.Args = append(ctr.Args, "-bench-listen", fmt.Sprintf(":%d", lcBenchPort))
 	if _, err := cs.AppsV1().Deployments(meshNS).Update(ctx, d, metav1.UpdateOptions{}); err != nil {
