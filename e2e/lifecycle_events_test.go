@@ -240,7 +240,7 @@ func (m *mesh) lcUpgrade(ctx context.Context, t *testing.T, chart string) {
 	tgt := e.target(ctx)
 	t0 := time.Now()
 	if out, err := m.c.Helm(ctx, "upgrade", "ambit", chart, "-n", chartNamespace, "--reuse-values",
-		"--set", "daemon.podAnnotations.lifecycle-rev="+strconv.FormatInt(t0.Unix(), 10)); err != nil {
+		"--set-string", "daemon.podAnnotations.lifecycle-rev="+strconv.FormatInt(t0.Unix(), 10)); err != nil {
 		t.Fatalf("helm upgrade: %v\n%s", err, out)
 	}
 	var roll []string
