@@ -51,6 +51,8 @@ type event struct {
 	pkts []packet            // after finish: both captures
 	mesh map[netip.Addr]bool // after finish: the mesh addresses
 
+	finished bool // finish stopped the captures
+
 	stopRec context.CancelFunc
 	recDone chan struct{}
 }
@@ -67,6 +69,14 @@ func (m *mesh) begin(ctx context.Context, t *testing.T, name string) *event {
 			t.Fatal(err)
 		}
 		e.caps = append(e.caps, cp)
+		// A failed event must not leave tcpdump behind: it drops its
+		// privileges, so the parent-death signal does not reach it, and it
+		// would keep the node's network namespace alive.
+		t.Cleanup(func() {
+			if !e.finished {
+				_, _ = cp.Stop(context.WithoutCancel(ctx))
+			}
+		})
 	}
 	svc, err := m.c.Clientset().CoreV1().Services(meshNS).Get(ctx, "echo", metav1.GetOptions{})
 	if err != nil {
@@ -75,6 +85,7 @@ func (m *mesh) begin(ctx context.Context, t *testing.T, name string) *event {
 	e.addIP(svc.Spec.ClusterIP)
 	rctx, cancel := context.WithCancel(ctx)
 	e.stopRec = cancel
+	t.Cleanup(cancel)
 	go e.record(rctx)
 	return e
 }
@@ -369,6 +380,7 @@ func (e *event) finish(ctx context.Context, since time.Time) *outcome {
 		}
 		pkts = append(pkts, p...)
 	}
+	e.finished = true
 	e.stopRec()
 	<-e.recDone
 	e.stopClients(ctx)
