@@ -169,10 +169,11 @@ func (m *mesh) lcLabel(ctx context.Context, t *testing.T, on bool) {
 	})
 }
 
-// lcTidy removes what a failed event may have left: its client pods and a
-// STRICT policy.
+// lcTidy removes what a failed event may have left: its client pods, a
+// STRICT policy, an unlabelled namespace.
 func (m *mesh) lcTidy(ctx context.Context) {
 	ctx = context.WithoutCancel(ctx)
+	_, _ = m.c.Kubectl(ctx, "label", "namespace", meshNS, meshLabel+"=enabled", "--overwrite")
 	_, _ = m.c.Kubectl(ctx, "delete", "pods", "-n", meshNS, "-l", "role=lifecycle", "--grace-period=0", "--force", "--wait=false")
 	_, _ = m.c.Kubectl(ctx, "delete", "peerauthentications.security.ambit.dev", "-n", meshNS, "--all", "--wait=false")
 }
