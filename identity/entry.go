@@ -119,7 +119,7 @@ func (m *Manager) run(ctx context.Context, e *entry) {
 			leaf := svid.Certificates[0]
 			e.svid.Store(svid)
 			e.failures, e.lastErr = 0, nil
-			e.renewAt = m.renewTime(leaf.NotBefore, leaf.NotAfter)
+			e.renewAt = m.renewTime(now, leaf.NotBefore, leaf.NotAfter)
 			e.nextAttempt = e.renewAt
 			e.state = StateValid
 			e.broadcast()
@@ -162,8 +162,16 @@ func (m *Manager) backoff(n int) time.Duration {
 	return d - time.Duration(0.2*m.cfg.Rand()*float64(d))
 }
 
-// renewTime is (0.5 ± RenewJitter) of the way through the validity window.
-func (m *Manager) renewTime(notBefore, notAfter time.Time) time.Time {
+// renewTime is (0.5 ± RenewJitter) of the way through the part of the
+// validity window that starts when the certificate was obtained: CAs
+// back-date NotBefore for clock skew (ambit's by 5 minutes), and with a
+// short TTL the middle of the whole window can lie before the issuance,
+// which renewed the certificate every InitialBackoff for ever.
+func (m *Manager) renewTime(obtained, notBefore, notAfter time.Time) time.Time {
+	start := notBefore
+	if obtained.After(start) {
+		start = obtained
+	}
 	frac := 0.5 + m.cfg.RenewJitter*(2*m.cfg.Rand()-1)
-	return notBefore.Add(time.Duration(frac * float64(notAfter.Sub(notBefore))))
+	return start.Add(time.Duration(frac * float64(notAfter.Sub(start))))
 }

@@ -249,8 +249,10 @@ func TestManagerCADownLongerThanRenewal(t *testing.T) {
 	if err := f.clock.WaitTimers(ctx, 1); err != nil {
 		t.Fatal(err)
 	}
-	// Rand() == 0: renewal at 0.45 of the lifetime (0.5 - jitter 0.05).
-	wantRenew := leaf.NotBefore.Add(time.Duration(0.45 * float64(leaf.NotAfter.Sub(leaf.NotBefore))))
+	// Rand() == 0: renewal at 0.45 (0.5 - jitter 0.05) of the lifetime left
+	// when it was obtained (the signer back-dates NotBefore).
+	obtained := f.clock.Now()
+	wantRenew := obtained.Add(time.Duration(0.45 * float64(leaf.NotAfter.Sub(obtained))))
 	if got := f.clock.Pending()[0]; got != wantRenew.Sub(f.clock.Now()) {
 		t.Fatalf("renewal timer in %s, want %s", got, wantRenew.Sub(f.clock.Now()))
 	}
@@ -260,7 +262,7 @@ func TestManagerCADownLongerThanRenewal(t *testing.T) {
 	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second,
 		16 * time.Second, 32 * time.Second, 64 * time.Second, 128 * time.Second, 150 * time.Second, 150 * time.Second}
 	var down time.Duration
-	renewPeriod := wantRenew.Sub(leaf.NotBefore)
+	renewPeriod := wantRenew.Sub(obtained)
 	for i := 0; down <= renewPeriod || i < len(want); i++ {
 		if err := f.clock.WaitTimers(ctx, 1); err != nil {
 			t.Fatalf("attempt %d: %v", i, err)
@@ -510,5 +512,35 @@ func TestManagerReleaseGrace(t *testing.T) {
 		}
 		f.clock.Advance(40 * time.Second)
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestManagerRenewsAfterIssuanceNotBackdate: a CA back-dates NotBefore (5
+// minutes here) for clock skew; with a TTL shorter than that the middle of
+// the whole validity window lies before the issuance. Renewal is planned
+// from the moment the certificate was obtained, so a 3-minute certificate
+// is renewed after 81 s (0.45 of it), not every InitialBackoff for ever (the
+// daemons in the e2e cluster, with 3-minute certificates, asked the CA
+// twice a second).
+func TestManagerRenewsAfterIssuanceNotBackdate(t *testing.T) {
+	f := newFixture(t, nil)
+	f.signer.TTL = 3 * time.Minute
+	ctx := ctxT(t)
+	id := wl("shop", "web")
+	if err := f.m.Prefetch(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := f.m.GetX509SVIDFor(ctx, id)
+	leaf := s.Certificates[0]
+	if !leaf.NotBefore.Before(f.clock.Now().Add(-4 * time.Minute)) {
+		t.Fatalf("the signer no longer back-dates (NotBefore %s): the test needs it", leaf.NotBefore)
+	}
+	if err := f.clock.WaitTimers(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	// 0.45 of the 3 minutes left (NotAfter has whole seconds).
+	want := time.Duration(0.45 * float64(leaf.NotAfter.Sub(f.clock.Now())))
+	if got := f.clock.Pending()[0]; got != want || got < time.Minute {
+		t.Fatalf("renewal timer in %s, want %s", got, want)
 	}
 }
