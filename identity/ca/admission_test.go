@@ -169,6 +169,11 @@ func TestReviewGateBounds(t *testing.T) {
 	if p := auth.peak.Load(); p != 5 {
 		t.Fatalf("peak %d reviews in flight, want 4 shared + 1 reserved", p)
 	}
+	// Every other asker of "same-bad" has joined its review in flight
+	// before the reviews are released (a goroutine scheduled after the
+	// release would find the cached result instead: the same saving, but
+	// not what this step checks).
+	waitFor(t, func() bool { return g.stats().Joined == 49 })
 	close(auth.gate)
 	if err := <-nodeDone; err != nil {
 		t.Fatalf("node during the flood: %v", err)
