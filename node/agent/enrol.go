@@ -426,6 +426,12 @@ func (e *enroller) reconcile(ctx context.Context, uid string, hint tables.Worklo
 		return nil
 	case want:
 		return e.enrolRunning(ctx, uid, w)
+	case cur != nil && w.Eligible && e.cfg.Tables.NamespaceEnrolled(w.Namespace):
+		// Captured at its CNI ADD, but not live in the node's view yet
+		// (no address reported, or the watch lags the kubelet): it has not
+		// left the mesh, and releasing it would let its first connections
+		// out in the clear.
+		return nil
 	case cur != nil:
 		return e.release(ctx, uid, cur)
 	}

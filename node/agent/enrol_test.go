@@ -496,3 +496,33 @@ func TestRecover(t *testing.T) {
 		t.Errorf("identity references after release: %d", n)
 	}
 }
+
+// A pod captured at its CNI ADD is not live in the node's view until its
+// address is reported (the watch may lag the kubelet by a second or more).
+// A reconcile in that window (a resync, a retry) must keep its capture:
+// releasing it let the pod's first connections out in the clear, and the
+// pod was captured again only as a running pod. Unlabelling still releases.
+func TestCNIAddedPodKeptUntilLive(t *testing.T) {
+	fx := newFixture(t)
+	fx.tables.label("shop", true)
+	w := fx.tables.set(workload("shop", "web-1", "u1")) // no IP yet
+	if ok, err := fx.add(fx.cniPod("shop", "web-1", "u1", "c1")); err != nil || !ok {
+		t.Fatalf("add = %v, %v; want enrolled", ok, err)
+	}
+	// A reconcile of the pod before the tables see its address.
+	fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+	fx.settle(func() bool { return fx.idle() }, "reconcile before the pod is live")
+	if got := fx.capture.ids(); !slices.Equal(got, []string{"c1"}) || len(fx.capture.removed) != 0 {
+		t.Fatalf("capture %v (removed %v) after a reconcile of a pod not live yet, want c1 kept", got, fx.capture.removed)
+	}
+	if n := fx.e.EnrolledCount(); n != 1 {
+		t.Fatalf("%d enrolled, want 1", n)
+	}
+	// Unlabelling is a decision to leave the mesh: released at once.
+	fx.tables.label("shop", false)
+	fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+	fx.settle(func() bool { return fx.idle() && fx.e.EnrolledCount() == 0 }, "released on unlabel")
+	if !slices.Contains(fx.capture.removed, "c1") {
+		t.Fatalf("capture removed %v after the unlabel, want c1", fx.capture.removed)
+	}
+}
