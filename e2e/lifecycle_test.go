@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -34,30 +33,17 @@ import (
 // (docs/lifecycle-suite.md lists the events, what each asserts and the last
 // measured figures).
 func TestLifecycle(t *testing.T) {
-	// Until its events pass on main (docs/lifecycle-suite.md lists what
-	// fails), `make test` runs it only when asked.
+	// Until it has passed repeated runs under load (docs/lifecycle-suite.md),
+	// `make test` runs it only when asked.
 	if os.Getenv("AMBIT_E2E_LIFECYCLE") != "1" && !strings.Contains(flag.Lookup("test.run").Value.String(), "TestLifecycle") {
-		t.Skip("runs when named (-run TestLifecycle) or with AMBIT_E2E_LIFECYCLE=1: some events still fail on main (docs/lifecycle-suite.md)")
+		t.Skip("runs when named (-run TestLifecycle) or with AMBIT_E2E_LIFECYCLE=1: kept out of the default run until it has passed repeated runs under load (docs/lifecycle-suite.md)")
 	}
 	opts := cluster.ForAmbit(cluster.Options{Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
 	cluster.SkipIfUnavailable(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	ambitImage := buildChartImage(ctx, dir)
-	echoTar := filepath.Join(dir, "echo.tar")
-	if err := cluster.BuildGoImage(ctx, "./e2e/apps/echo", echoImage, echoTar); err != nil {
-		t.Fatal(err)
-	}
-	opts.Images = []string{echoTar}
-	c, err := cluster.Start(ctx, t, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mesh{t: t, c: c}
-	root, _ := cluster.ModuleRoot()
-	chart := filepath.Join(root, "charts", "ambit")
+	m, r := startMesh(ctx, t, opts)
+	ambitImage, chart := r.image, r.chart
 	t0 := time.Now()
 
 	steps := []struct {

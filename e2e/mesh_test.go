@@ -60,21 +60,8 @@ func TestMesh(t *testing.T) {
 	cluster.SkipIfUnavailable(t, opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-
-	dir := t.TempDir()
-	ambitImage := buildChartImage(ctx, dir)
-	echoTar := filepath.Join(dir, "echo.tar")
-	if err := cluster.BuildGoImage(ctx, "./e2e/apps/echo", echoImage, echoTar); err != nil {
-		t.Fatal(err)
-	}
-	opts.Images = []string{echoTar}
-	c, err := cluster.Start(ctx, t, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &mesh{t: t, c: c}
-	root, _ := cluster.ModuleRoot()
-	chart := filepath.Join(root, "charts", "ambit")
+	m, r := startMesh(ctx, t, opts)
+	dir, ambitImage, chart := r.dir, r.image, r.chart
 
 	steps := []struct {
 		name string
@@ -394,4 +381,31 @@ func (m *mesh) dumpDaemons(ctx context.Context) {
 	m.t.Logf("pods:\n%s", out)
 	logs, _ := m.c.Kubectl(context.WithoutCancel(ctx), "logs", "-n", chartNamespace, "-l", "app.kubernetes.io/name=ambit", "--tail=60", "--all-containers", "--prefix")
 	m.t.Logf("daemon logs:\n%s", logs)
+}
+
+// meshRig is what startMesh prepared besides the cluster.
+type meshRig struct {
+	dir   string                        // the test's temporary directory
+	image func() (images.Result, error) // the ambit image, built in the background
+	chart string                        // charts/ambit
+}
+
+// startMesh builds the ambit and echo images and starts the two-node
+// cluster with the echo image imported: the common start of TestMesh and
+// TestLifecycle.
+func startMesh(ctx context.Context, t *testing.T, opts cluster.Options) (*mesh, meshRig) {
+	t.Helper()
+	dir := t.TempDir()
+	image := buildChartImage(ctx, dir)
+	echoTar := filepath.Join(dir, "echo.tar")
+	if err := cluster.BuildGoImage(ctx, "./e2e/apps/echo", echoImage, echoTar); err != nil {
+		t.Fatal(err)
+	}
+	opts.Images = []string{echoTar}
+	c, err := cluster.Start(ctx, t, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := cluster.ModuleRoot()
+	return &mesh{t: t, c: c}, meshRig{dir: dir, image: image, chart: filepath.Join(root, "charts", "ambit")}
 }
