@@ -71,8 +71,10 @@
 // deletes the network namespaces and the bridge, removes the cgroups and the
 // mount points it had to create, and deletes the run directory, keeping the
 // logs in <BaseDir>/last-logs. What a run creates is recorded in its
-// state.json, and Start first reaps any run a crashed test left. Only one
-// cluster runs per machine (a lock file); a second Start waits.
+// state.json, and Start first reaps any run a crashed test left, in this
+// checkout or another one (found by the namespace files it pinned), and any
+// node veth still holding a name the run needs. Only one cluster runs per
+// machine (a lock file outside any checkout); a second Start waits.
 //
 // containerd runs with restrict_oom_score_adj = true because this machine
 // kind forbids lowering oom_score_adj (every sandbox fails otherwise), and

@@ -51,6 +51,12 @@ func MachineLeftovers(base string) []string {
 	if _, err := os.Stat(filepath.Join("/sys/class/net", bridgeName)); err == nil {
 		out = append(out, "link "+bridgeName)
 	}
+	for _, l := range strayVeths() {
+		out = append(out, "link "+l)
+	}
+	for _, r := range foreignRuns(base) {
+		out = append(out, "run of another checkout "+r)
+	}
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		s := bufio.NewScanner(f)
 		for s.Scan() {

@@ -129,6 +129,14 @@ func teardownNet(ctx context.Context) error {
 			}
 		}
 	}
+	// A node namespace kept alive by something other than its name (a
+	// crashed run's pinned mount namespace) keeps its veth pair, whose host
+	// end would block the next run's; deleting one end deletes both.
+	for _, l := range strayVeths() {
+		if _, err := run(ctx, "ip", "link", "del", l); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
 	if _, err := os.Stat(filepath.Join("/sys/class/net", bridgeName)); err == nil {
 		if _, err := run(ctx, "ip", "link", "del", bridgeName); err != nil {
 			errs = append(errs, err.Error())
@@ -138,4 +146,16 @@ func teardownNet(ctx context.Context) error {
 		return fmt.Errorf("network teardown: %s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// strayVeths lists the host ends of node veth pairs that still exist.
+func strayVeths() []string {
+	entries, _ := os.ReadDir("/sys/class/net")
+	var out []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), vethPrefix) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
 }

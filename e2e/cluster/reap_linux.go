@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -101,7 +102,25 @@ func Reap(ctx context.Context, base string, log *slog.Logger) error {
 			errs = append(errs, err)
 		}
 	}
-	// A network without a run dir (the directory was deleted by hand).
+	// Runs started from another checkout (another clone, a CI workspace)
+	// share this machine's fixed names and addresses: a crashed one there
+	// blocks this one as surely as one under base. They are found by the
+	// node mount-namespace files they pinned.
+	for _, dir := range foreignRuns(base) {
+		log.Info("reaping a previous run of another checkout", "dir", dir)
+		st := runState{Dir: dir}
+		if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil {
+			if err := json.Unmarshal(b, &st); err != nil {
+				log.Warn("unreadable run state; removing what can be found", "dir", dir, "err", err)
+			}
+			st.Dir = dir
+		}
+		if err := teardown(ctx, st, filepath.Dir(dir)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// A network without a run dir (the directory was deleted by hand, or
+	// lives in a mount namespace this process cannot see).
 	if err := teardownNet(ctx); err != nil {
 		errs = append(errs, err)
 	}
@@ -169,4 +188,41 @@ func Down(ctx context.Context, opts Options) error {
 	}
 	defer unlock()
 	return Reap(ctx, opts.BaseDir, opts.Logger)
+}
+
+// runNSMount matches the node mount-namespace files a run pins:
+// <base>/run-<hex>/ns/<node>.mnt.
+var runNSMount = regexp.MustCompile(`^(/.+/run-[0-9a-f]+)/ns/[^/]+\.mnt$`)
+
+// foreignRuns lists the run directories outside base that still pin a
+// namespace file (nsfs mount), from /proc/self/mountinfo.
+func foreignRuns(base string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	return parseForeignRuns(string(b), base)
+}
+
+func parseForeignRuns(mountinfo, base string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, line := range strings.Split(mountinfo, "\n") {
+		// Fields: id parent major:minor root mountpoint options... - fstype source superopts
+		pre, post, ok := strings.Cut(line, " - ")
+		if !ok {
+			continue
+		}
+		fields, tail := strings.Fields(pre), strings.Fields(post)
+		if len(fields) < 5 || len(tail) < 1 || tail[0] != "nsfs" {
+			continue
+		}
+		m := runNSMount.FindStringSubmatch(unescapeMount(fields[4]))
+		if m == nil || strings.HasPrefix(m[1], base+"/") || seen[m[1]] {
+			continue
+		}
+		seen[m[1]] = true
+		out = append(out, m[1])
+	}
+	return out
 }
