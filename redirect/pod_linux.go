@@ -131,12 +131,15 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	st.Pod.Netns = nil
 	if prev != nil {
 		st.Slot = prev.Slot
+		if err := m.keepSlot(st.Slot, pod.ID); err != nil {
+			return fail(err)
+		}
 	} else if st.Slot, err = m.allocSlot(pod.ID); err != nil {
 		return fail(err)
 	}
 	if err := m.ensurePodPrograms(ns, prev, st); err != nil {
 		if prev == nil {
-			delete(m.slots, st.Slot)
+			_ = m.releaseSlot(st.Slot, pod.ID)
 		}
 		return fail(err)
 	}
@@ -383,9 +386,6 @@ func (m *Manager) remove(id string) error {
 				errs = append(errs, err)
 			}
 		}
-		if m.slots[st.Slot] == id {
-			delete(m.slots, st.Slot)
-		}
 	}
 	if r != nil {
 		r.close()
@@ -403,6 +403,11 @@ func (m *Manager) remove(id string) error {
 	}
 	if err := os.Remove(m.statePath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		errs = append(errs, err)
+	}
+	// Last: the slot is free for another pod only once its listener
+	// entries are gone.
+	if st != nil {
+		errs = append(errs, m.releaseSlot(st.Slot, id))
 	}
 	return errors.Join(errs...)
 }
@@ -507,17 +512,6 @@ func cmpString(a, b string) int {
 		return 1
 	}
 	return 0
-}
-
-// allocSlot gives a new pod the lowest free slot of the listeners map.
-func (m *Manager) allocSlot(id string) (uint32, error) {
-	for i := range m.opts.MaxPods {
-		if _, used := m.slots[i]; !used {
-			m.slots[i] = id
-			return i, nil
-		}
-	}
-	return 0, fmt.Errorf("%w: all %d pod slots in use", ErrInvalid, m.opts.MaxPods)
 }
 
 // removeFilters deletes the pod's tc filters: inside its netns (if it

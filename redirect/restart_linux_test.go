@@ -266,3 +266,77 @@ func TestUpgradeReplacesPrograms(t *testing.T) {
 		t.Errorf("state after upgrade:\n%s", st)
 	}
 }
+
+// During a surge upgrade or a deleted daemon pod's handover two daemon
+// processes enrol pods at once: the old one serves CNI ADDs until the
+// successor's socket binds, the successor after. Each process's Manager was
+// created before the other's pod existed. They must never hand out the same
+// listener slot: the second pod's listeners would replace the first's in
+// the node-wide sockmap and the first pod's connections would be dropped
+// (seen in the cluster: a pod created during `helm upgrade` had every
+// connection time out).
+func TestOverlappingManagersNeverShareASlot(t *testing.T) {
+	l := newLab(t)
+	b, c, x := l.pod("pod-b", 3), l.pod("pod-c", 4), l.pod("pod-x", 6) // x: not enrolled, the client
+	pinDir, stateDir := filepath.Join(mountBPFFS(t), "ambit"), t.TempDir()
+	ctx := ctxT(t, 30*time.Second)
+
+	old := newManager(t, pinDir, stateDir)
+	succ := newManager(t, pinDir, stateDir)
+	t.Cleanup(func() { succ.Uninstall(context.Background()) })
+	if err := old.Apply(ctx, b.netns(), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := succ.Apply(ctx, c.netns(), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	sb, err := old.readState("pod-b")
+	if err != nil || sb == nil {
+		t.Fatalf("state of pod-b: %v %v", sb, err)
+	}
+	sc, err := succ.readState("pod-c")
+	if err != nil || sc == nil {
+		t.Fatalf("state of pod-c: %v %v", sc, err)
+	}
+	if sb.Slot == sc.Slot {
+		t.Fatalf("both pods got listener slot %d", sb.Slot)
+	}
+
+	// Each pod's inbound connections reach its own Manager's listener.
+	lb, _ := old.Listeners("pod-b")
+	lc, _ := succ.Listeners("pod-c")
+	sB, sC := serve(lb.Inbound), serve(lc.Inbound)
+	for _, tc := range []struct {
+		to  *testPod
+		srv *server
+	}{{b, sB}, {c, sC}} {
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		conn, err := x.dial(dctx, netip.AddrPortFrom(tc.to.v4, 8080))
+		cancel()
+		if err != nil {
+			t.Fatalf("connect to %s: %v", tc.to.name, err)
+		}
+		if err := roundTrip(conn, "hello "+tc.to.name); err != nil {
+			t.Errorf("to %s: %v", tc.to.name, err)
+		}
+		conn.Close()
+		if tc.srv.accepted.Load() != 1 {
+			t.Errorf("%s's listener accepted %d connections, want 1", tc.to.name, tc.srv.accepted.Load())
+		}
+	}
+
+	// Released by one process, the slot is free for the other.
+	if err := old.Remove(ctx, b.netns()); err != nil {
+		t.Fatal(err)
+	}
+	d := l.pod("pod-d", 5)
+	if err := succ.Apply(ctx, d.netns(), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if sd, err := succ.readState("pod-d"); err != nil || sd == nil || sd.Slot != sb.Slot {
+		t.Errorf("pod-d got %+v (%v), want the released slot %d", sd, err, sb.Slot)
+	}
+	old.Close()
+	sB.drain()
+	sC.drain()
+}

@@ -1,0 +1,175 @@
+package redirect
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Listener slots are shared by every daemon process on the node: during a
+// surge upgrade or a deleted daemon pod's handover two processes enrol pods
+// at once (the old one until the successor's CNI socket serves, the new one
+// after), each with its own Manager. A slot held only in one process's
+// memory would be handed out twice, and the second pod's listeners would
+// overwrite the first's in the node-wide sockmap: the first pod's
+// connections then find another namespace's socket and are dropped. So a
+// slot is claimed on disk, under a file lock, in <StateDir>/slots/<n>
+// (content: the pod ID), and released by Remove.
+
+const slotsDir = "slots"
+
+func (m *Manager) slotClaim(n uint32) string {
+	return filepath.Join(m.opts.StateDir, slotsDir, strconv.FormatUint(uint64(n), 10))
+}
+
+// lockSlots takes the node-wide slot lock (flock on <StateDir>/slots/.lock).
+func (m *Manager) lockSlots() (func(), error) {
+	dir := filepath.Join(m.opts.StateDir, slotsDir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("redirect: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("redirect: slot lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("redirect: slot lock: %w", err)
+	}
+	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+}
+
+// slotsInUse is every slot some process on the node holds: the claims on
+// disk whose pod still has a pin directory or a state file, the slots in
+// state files (written by a daemon that predates claims), and this
+// process's own.
+func (m *Manager) slotsInUse() (map[uint32]string, error) {
+	used := map[uint32]string{}
+	for n, id := range m.slots {
+		used[n] = id
+	}
+	ents, err := os.ReadDir(filepath.Join(m.opts.StateDir, slotsDir))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("redirect: %w", err)
+	}
+	for _, e := range ents {
+		n, err := strconv.ParseUint(e.Name(), 10, 32)
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(m.opts.StateDir, slotsDir, e.Name()))
+		if err != nil {
+			continue
+		}
+		id := strings.TrimSpace(string(b))
+		if !m.podExists(id) {
+			// A claim outliving its pod (a crash inside Remove): free.
+			_ = os.Remove(filepath.Join(m.opts.StateDir, slotsDir, e.Name()))
+			continue
+		}
+		used[uint32(n)] = id
+	}
+	ids, err := m.stateIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if st, err := m.readState(id); err == nil && st != nil {
+			used[st.Slot] = id
+		}
+	}
+	return used, nil
+}
+
+// podExists: a pod being applied has its pin directory before it claims a
+// slot, and keeps it until Remove released the slot.
+func (m *Manager) podExists(id string) bool {
+	if !idRE.MatchString(id) || id == "." || id == ".." {
+		return false
+	}
+	if _, err := os.Stat(m.podDir(id)); err == nil {
+		return true
+	}
+	_, err := os.Stat(m.statePath(id))
+	return err == nil
+}
+
+// allocSlot gives a new pod the lowest slot no process on the node holds,
+// and claims it on disk.
+func (m *Manager) allocSlot(id string) (uint32, error) {
+	unlock, err := m.lockSlots()
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	used, err := m.slotsInUse()
+	if err != nil {
+		return 0, err
+	}
+	for i := range m.opts.MaxPods {
+		if owner, taken := used[i]; taken && owner != id {
+			continue
+		}
+		if err := m.writeClaim(i, id); err != nil {
+			return 0, err
+		}
+		m.slots[i] = id
+		return i, nil
+	}
+	return 0, fmt.Errorf("%w: all %d pod slots in use", ErrInvalid, m.opts.MaxPods)
+}
+
+// keepSlot makes sure a pod applied again (by this process or after a
+// takeover) holds its recorded slot on disk, for states written before
+// claims existed.
+func (m *Manager) keepSlot(n uint32, id string) error {
+	if b, err := os.ReadFile(m.slotClaim(n)); err == nil && strings.TrimSpace(string(b)) == id {
+		m.slots[n] = id
+		return nil
+	}
+	unlock, err := m.lockSlots()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	m.slots[n] = id
+	return m.writeClaim(n, id)
+}
+
+func (m *Manager) writeClaim(n uint32, id string) error {
+	p := m.slotClaim(n)
+	if err := os.WriteFile(p+".tmp", []byte(id+"\n"), 0o600); err != nil {
+		return fmt.Errorf("redirect: claim slot %d: %w", n, err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		os.Remove(p + ".tmp")
+		return fmt.Errorf("redirect: claim slot %d: %w", n, err)
+	}
+	return nil
+}
+
+// releaseSlot drops the claim on slot n if it is id's.
+func (m *Manager) releaseSlot(n uint32, id string) error {
+	unlock, err := m.lockSlots()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if m.slots[n] == id {
+		delete(m.slots, n)
+	}
+	b, err := os.ReadFile(m.slotClaim(n))
+	if err != nil || strings.TrimSpace(string(b)) != id {
+		return nil
+	}
+	if err := os.Remove(m.slotClaim(n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("redirect: release slot %d: %w", n, err)
+	}
+	return nil
+}
