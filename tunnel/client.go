@@ -58,6 +58,11 @@ type DialRequest struct {
 	Tunnel      netip.AddrPort // optional: the HBONE listener; default Destination.Addr():15008
 	Expected    []spiffeid.ID  // required: identities the server may present
 	Baggage     string         // optional: baggage header value
+	// Host is optional: the Service hostname the client dialled (e.g.
+	// "backend.pay.svc.cluster.local"), sent as the forwarded header's
+	// host parameter, as ztunnel does, so the server can name the
+	// Service; reported in ConnInfo.Forwarded.Host.
+	Host string
 }
 
 // NewClient validates cfg and returns a Client.
@@ -121,8 +126,8 @@ func (c *Client) Dial(ctx context.Context, r DialRequest) (net.Conn, error) {
 		TraceParent: NewTraceParent(),
 		Start:       time.Now(),
 	}
-	if r.SourceAddr.IsValid() {
-		ci.Forwarded = Forwarded{For: r.SourceAddr}
+	if r.SourceAddr.IsValid() || r.Host != "" {
+		ci.Forwarded = Forwarded{For: r.SourceAddr, Host: r.Host}
 	}
 	hdrs := []hpack.HeaderField{{Name: "traceparent", Value: ci.TraceParent.String()}}
 	if v := ci.Forwarded.String(); v != "" {
@@ -175,6 +180,7 @@ func (c *Client) Dial(ctx context.Context, r DialRequest) (net.Conn, error) {
 	st.remote = net.TCPAddrFromAddrPort(r.Destination)
 	c.ctr.streams.Add(1)
 	c.ctr.streamsActive.Add(1)
+	ci.Live = func() (int64, int64) { return st.nwritten.Load(), st.nread.Load() }
 	c.cfg.Hooks.start(ci)
 	st.onClose = func(s *Stream) {
 		c.ctr.streamsActive.Add(-1)

@@ -73,6 +73,7 @@ type envOpt struct {
 	guard    *Guard       // server guard; default the server's own
 	reserved []uint16     // server ReservedPorts
 	refuse   func(RefuseInfo)
+	srvStart func(*ConnInfo) // server OnStart
 }
 
 func newEnv(t testing.TB, o envOpt) *env {
@@ -127,7 +128,7 @@ func newEnv(t testing.TB, o envOpt) *env {
 			e.upDials.Add(1)
 			return dial(ctx, dst)
 		},
-		Hooks: Hooks{OnRefuse: o.refuse, OnEnd: func(ci *ConnInfo) {
+		Hooks: Hooks{OnRefuse: o.refuse, OnStart: o.srvStart, OnEnd: func(ci *ConnInfo) {
 			c := *ci
 			select {
 			case e.ended <- &c:

@@ -55,8 +55,15 @@ type ConnInfo struct {
 	Duration  time.Duration
 	BytesSent int64 // bytes towards the destination (client -> server app)
 	BytesRecv int64 // bytes from the destination
-	Outcome   string
-	Err       error
+	// Live, when set, reports the bytes carried so far (towards the
+	// destination, from it) while the connection is open. It is set
+	// before OnStart and, unlike the ConnInfo itself, may be kept and
+	// called from any goroutine until OnEnd returns, so metrics and the
+	// connection table can count bytes of long-lived connections. It
+	// reads counters the data path keeps anyway (no cost per write).
+	Live    func() (sent, recv int64)
+	Outcome string
+	Err     error
 }
 
 // Hooks observe proxied connections for metrics and the access log. Both

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 func TestClientHooks(t *testing.T) {
@@ -73,5 +74,61 @@ func TestBadInputIsLogged(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
+	}
+}
+
+// TestLiveBytesAndHost: ConnInfo.Live counts the bytes of an open stream on
+// both endpoints (before OnEnd), and DialRequest.Host reaches the server's
+// ConnInfo as the forwarded host.
+func TestLiveBytesAndHost(t *testing.T) {
+	var mu sync.Mutex
+	var cliLive, srvLive func() (int64, int64)
+	e := newEnv(t, envOpt{
+		hooks:    Hooks{OnStart: func(ci *ConnInfo) { mu.Lock(); cliLive = ci.Live; mu.Unlock() }},
+		srvStart: func(ci *ConnInfo) { mu.Lock(); srvLive = ci.Live; mu.Unlock() },
+	})
+	r := e.req()
+	r.Host = "backend.pay.svc.cluster.local"
+	c, err := e.cli.Dial(context.Background(), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := bytes.Repeat([]byte("x"), 1000)
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, make([]byte, len(msg))); err != nil {
+		t.Fatal(err)
+	}
+	// The echo came back: both directions moved 1000 bytes, the stream is
+	// still open, and no OnEnd has run.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		cl, sl := cliLive, srvLive
+		mu.Unlock()
+		if cl != nil && sl != nil {
+			cs, cr := cl()
+			ss, sr := sl()
+			if cs == 1000 && cr == 1000 && ss == 1000 && sr == 1000 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("live bytes: client %d/%d server %d/%d, want 1000 each", cs, cr, ss, sr)
+			}
+		} else if time.Now().After(deadline) {
+			t.Fatal("no Live in OnStart")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	select {
+	case ci := <-e.ended:
+		t.Fatalf("ended before close: %+v", ci)
+	default:
+	}
+	_ = c.Close()
+	ci := <-e.ended
+	if ci.Forwarded.Host != r.Host {
+		t.Errorf("server forwarded host %q, want %q", ci.Forwarded.Host, r.Host)
 	}
 }

@@ -374,6 +374,7 @@ func (s *Server) handle(ctx, hctx context.Context, c *conn, st *Stream, f *http2
 	}
 	s.ctr.streams.Add(1)
 	s.ctr.streamsActive.Add(1)
+	ci.Live = func() (int64, int64) { return st.nread.Load(), st.nwritten.Load() }
 	s.cfg.Hooks.start(ci)
 	sent, recv, err := Splice(sctx, st, up, s.set)
 	s.ctr.streamsActive.Add(-1)
