@@ -35,6 +35,9 @@ func (m *mesh) caDown(ctx context.Context, t *testing.T) {
 	eventually(ctx, t, 100*time.Second, func() string {
 		for _, n := range m.c.Nodes {
 			text := m.scrape(ctx, m.daemonPod(ctx, n.Name))
+			if !strings.Contains(text, "\nambit_certificate_expiry_seconds{") {
+				return "no ambit_certificate_expiry_seconds on " + n.Name
+			}
 			for _, l := range strings.Split(text, "\n") {
 				if !strings.HasPrefix(l, "ambit_certificate_expiry_seconds{") {
 					continue

@@ -12,31 +12,21 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/ambit-mesh/ambit/identity"
-	"github.com/ambit-mesh/ambit/identity/ca"
 	"github.com/ambit-mesh/ambit/node/admin"
-	"github.com/ambit-mesh/ambit/node/authz"
 	"github.com/ambit-mesh/ambit/node/config"
-	"github.com/ambit-mesh/ambit/node/connections"
-	"github.com/ambit-mesh/ambit/node/dataplane"
+	"github.com/ambit-mesh/ambit/node/enrol"
 	"github.com/ambit-mesh/ambit/node/metrics"
 	"github.com/ambit-mesh/ambit/node/policies"
-	"github.com/ambit-mesh/ambit/node/tables"
-	"github.com/ambit-mesh/ambit/node/watch"
 	"github.com/ambit-mesh/ambit/redirect"
-	"github.com/ambit-mesh/ambit/redirect/cniplugin"
 	"github.com/ambit-mesh/ambit/redirect/cniserver"
-	"github.com/ambit-mesh/ambit/tunnel"
 )
 
 // ErrFIPS: --fips was given but the Go runtime is not in FIPS 140 mode.
@@ -125,10 +115,13 @@ func newAgent(o Options) (*agent, error) {
 
 // run starts the daemon and serves until stop ends; then it hands over
 // (see stopping) and drains. Components run on their own context, which
-// outlives stop while the daemon waits for its successor.
+// outlives stop while the daemon waits for its successor. Each part is
+// built after the parts it uses.
 func (a *agent) run(stop context.Context) error {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(stop))
-	defer cancel()
+	g := &group{ctx: ctx, cancel: cancel, log: a.log}
+	defer g.wait() // last: every component has returned
+	defer cancel() // before the wait, on every return
 	var serving atomic.Bool
 	// Until it serves, a stop aborts the start.
 	defer context.AfterFunc(stop, func() {
@@ -137,125 +130,49 @@ func (a *agent) run(stop context.Context) error {
 		}
 	})()
 	cfg := a.cfg
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	goRun := func(name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				a.log.Error("component failed; stopping", "component", name, "err", err)
-				cancel()
-			}
-		}()
-	}
 
 	// Keep ambit-cni installed on the node (first: creating the reconciler
 	// clears a stop file an older version's preStop hook may have left).
-	var uninstallCNI func() error
-	if cfg.CNIBinDir != "" && cfg.CNIConfDir != "" {
-		rec, err := newCNIReconciler(cfg, a.log)
-		if err != nil {
-			return err
-		}
-		defer rec.Close()
-		cctx, ccancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		wg.Add(1)
-		go func() { defer wg.Done(); defer close(done); rec.Run(cctx) }()
-		uninstallCNI = func() error {
-			ccancel()
-			<-done
-			return cniplugin.Uninstall(cniplugin.InstallOptions{BinDir: cfg.CNIBinDir, ConfDir: cfg.CNIConfDir})
-		}
+	cniInstall, err := a.keepCNIInstalled(g)
+	if err != nil {
+		return err
 	}
+	defer cniInstall.Close()
 
-	// Trust and identity.
+	// Trust, the node's view of the cluster, metrics, identities, policy.
 	bundles, err := loadBundle(cfg.BundleFile, a.td)
 	if err != nil {
 		return err
 	}
-	goRun("bundle", func(ctx context.Context) error { watchBundle(ctx, cfg.BundleFile, bundles, a.log); return nil })
-	caNS := cfg.PodNamespace
-	if caNS == "" {
-		caNS = cfg.RootNamespace
-	}
-	caID, err := identity.Workload(a.td, caNS, "ambit-ca")
+	g.Go("bundle", func(ctx context.Context) error { watchBundle(ctx, cfg.BundleFile, bundles, a.log); return nil })
+	queue := enrol.NewQueue() // the tables mark the pods the enroller reconciles
+	tbl, w, err := a.view(queue)
 	if err != nil {
 		return err
 	}
-	client, err := ca.NewClient(ca.ClientConfig{URL: cfg.CAAddress, TokenFile: cfg.CATokenFile, Bundle: bundles, ServerID: caID})
-	if err != nil {
-		return err
-	}
-
-	// The node's view of the cluster.
-	// enr is set before the watch starts (the only source of events) and
-	// before the servers do (metrics read it).
-	var enr *enroller
-	topts := tables.Options{
-		TrustDomain: a.td, LocalNode: cfg.NodeName,
-		NamespaceSelector: cfg.NamespaceSelector(), PodOptOutSelector: cfg.PodOptOutSelector(),
-		OnEnrolment: func(ev tables.Event) { enr.OnEnrolment(ev) },
-		Logger:      a.log,
-	}
-	if cfg.PodNamespace != "" {
-		// Nothing in ambit's own namespace is enrolled: the daemons and
-		// the CA they need to enrol anything.
-		topts.SelfNamespace, topts.SelfSelector = cfg.PodNamespace, labels.Everything()
-	}
-	tbl, err := tables.New(topts)
-	if err != nil {
-		return err
-	}
-	w, err := watch.New(watch.Config{Client: a.o.Kube, Handler: tbl, Logger: a.log})
-	if err != nil {
-		return err
-	}
-
-	// Metrics and identity manager.
-	var node *dataplane.Node
 	met, err := metrics.New(metrics.Config{
 		Version: a.o.Version, AccessLog: a.o.AccessLog, Logger: a.log,
 		Workloads:      workloadLabels(tbl),
 		Informers:      func() map[string]bool { return informerMap(w.Status(), false) },
 		InformersStale: func() map[string]bool { return informerMap(w.Status(), true) },
-		EnrolledPods:   func() int { return enr.EnrolledCount() },
 	})
 	if err != nil {
 		return err
 	}
-	ids, err := identity.NewManager(identity.ManagerConfig{Provider: identity.CSRProvider{Signer: client}, Bundle: bundles, Logger: a.log, Observer: met})
+	ids, err := a.identities(bundles, met)
 	if err != nil {
 		return err
 	}
 	defer ids.Close()
-
-	// Policy.
-	engine, err := authz.New(authz.Options{RootNamespace: cfg.RootNamespace, Logger: a.log})
+	if err := met.AddCertificates(ids.Snapshot); err != nil {
+		return err
+	}
+	pol, err := a.policy(g)
 	if err != nil {
 		return err
 	}
-	live := authz.NewLive()
 
-	policiesSynced := func() error { return nil }
-	if a.o.Dynamic != nil {
-		pw, err := policies.New(policies.Config{Dynamic: a.o.Dynamic, Discovery: a.o.Discovery, Engine: engine, Live: live,
-			RootNamespace: cfg.RootNamespace, Istio: cfg.IstioPolicies, WriteStatus: true, Logger: a.log})
-		if err != nil {
-			return err
-		}
-		goRun("policies", pw.Run)
-		policiesSynced = func() error {
-			if st := pw.Status(); !st.Synced {
-				return fmt.Errorf("policies not synced: %s", strings.Join(st.Pending, ", "))
-			}
-			return nil
-		}
-		a.dump.Register("policy_watch", func() any { return pw.Status() })
-	}
-
-	// Capture and data path.
+	// Capture and the data path.
 	host, err := openHostNetns(cfg)
 	if err != nil {
 		return err
@@ -269,80 +186,42 @@ func (a *agent) run(stop context.Context) error {
 		return fmt.Errorf("capture: %w", err)
 	}
 	defer capture.Close()
-	conns, err := connections.New(connections.Config{Logger: a.log, Registerer: met.Registry(),
-		Workload: connections.LocalWorkload(func(ip netip.Addr) (string, bool) {
-			w, ok := tbl.Lookup(ip)
-			return w.Namespace + "/" + w.Name, ok
-		})})
+	node, err := a.dataPath(tbl, met, ids, bundles, pol, capture)
 	if err != nil {
 		return err
 	}
-	a.connections = conns.SnapshotAny
-	node, err = dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: engine,
-		SVIDs: ids, Bundles: bundles, Live: live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log,
-		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr),
-		Guard: tunnel.NewGuard(tunnel.GuardConfig{MaxHandshakes: a.cfg.HBONEMaxHandshakes,
-			MaxStreamsPerIdentity: a.cfg.HBONEMaxStreamsPerIdentity})})
-	if err != nil {
-		return err
-	}
-	synced := func(ctx context.Context) error {
-		if err := w.WaitForSync(ctx); err != nil {
-			return err
-		}
-		for policiesSynced() != nil {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond):
-			}
-		}
-		return nil
-	}
-	self, owner := instanceID(cfg.PodName, time.Now()), ownerPath(cfg.CNISocket)
-	var markerWritten atomic.Bool
-	enr = newEnroller(enrollerConfig{
-		LocalNode: cfg.NodeName, TrustDomain: a.td, Tables: tbl, Capture: capture, Data: node,
-		Acquire:  ids.Acquire,
-		Release:  ids.Release,
-		FindPod:  func(addr netip.Addr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
-		HostPeer: func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
-		Synced:   synced,
-		StateDir: filepath.Join(filepath.Dir(cfg.CNISocket), "enrolled"),
-		// Before this process wrote its marker it is the newest one.
-		Superseded: func() bool { return markerWritten.Load() && readOwner(owner) != self },
+
+	// Enrolment.
+	synced := func(ctx context.Context) error { return waitSynced(ctx, w, pol.synced) }
+	marker := newMarker(cfg.PodName, cfg.CNISocket, time.Now())
+	enr := enrol.New(enrol.Config{
+		LocalNode: cfg.NodeName, TrustDomain: a.td, Tables: tbl, Queue: queue, Capture: capture, Data: node,
+		Acquire:    ids.Acquire,
+		Release:    ids.Release,
+		FindPod:    func(addr netip.Addr) (redirect.Found, error) { return redirect.FindPod(cfg.NetnsDir, addr) },
+		HostPeer:   func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
+		Synced:     synced,
+		StateDir:   filepath.Join(filepath.Dir(cfg.CNISocket), "enrolled"),
+		Superseded: marker.superseded,
 		Logger:     a.log,
 	})
-	var cniUp atomic.Bool
-	a.ready.Register("informers", func() error {
-		if p := w.Pending(); len(p) > 0 {
-			return fmt.Errorf("not synced: %s", strings.Join(p, ", "))
-		}
-		return nil
-	})
-	a.readyNotes = func() []string { return staleNotes(w.Status(), time.Now()) }
-	a.ready.Register("policies", policiesSynced)
-	a.ready.Register("capture", func() error {
-		if p := enr.Pending(); len(p) > 0 {
-			return fmt.Errorf("pods not yet captured: %s", strings.Join(p, "; "))
-		}
-		return nil
-	})
-	a.ready.Register("cni", func() error {
-		if !cniUp.Load() {
-			return errors.New("CNI socket not serving yet")
-		}
-		return nil
-	})
-	a.registerDump(tbl, ids, engine, enr, capture, node)
-	if err := a.serve(ctx, goRun, met, ids); err != nil {
+	if err := met.AddEnrolledPods(enr.EnrolledCount); err != nil {
 		return err
 	}
-	goRun("watch", func(ctx context.Context) error { w.Run(ctx); return nil })
+
+	// Readiness, /config_dump and the servers, then the watch.
+	var cniUp atomic.Bool
+	a.registerReady(w, pol, enr, &cniUp)
+	a.registerDump(tbl, ids, pol.engine, enr, capture, node)
+	if err := a.serve(ctx, g, met, ids); err != nil {
+		return err
+	}
+	g.Go("watch", func(ctx context.Context) error { w.Run(ctx); return nil })
 
 	// Wait for the cluster state and the policies before touching any pod:
 	// a data path started before the policies are loaded would allow what
-	// they deny.
+	// they deny. Then take over the pods a predecessor captured, and
+	// reconcile.
 	if err := synced(ctx); err != nil {
 		return err
 	}
@@ -353,8 +232,9 @@ func (a *agent) run(stop context.Context) error {
 	if err := enr.Recover(ctx, recorded, capture.Recover); err != nil {
 		return err
 	}
-	goRun("enrolment", func(ctx context.Context) error { enr.Run(ctx); return nil })
+	g.Go("enrolment", func(ctx context.Context) error { enr.Run(ctx); return nil })
 
+	// New pods: the CNI socket.
 	cni, err := cniserver.New(cniserver.Options{SocketPath: cfg.CNISocket, Capture: enr, Enrol: enr.Enrol,
 		HostPeer:  func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
 		HostNetns: host, Logger: a.log})
@@ -362,22 +242,17 @@ func (a *agent) run(stop context.Context) error {
 		return err
 	}
 	a.dump.Register("cni", func() any { return cni.Stats() })
-	goRun("cni", func(ctx context.Context) error { return cni.Serve(ctx) })
+	g.Go("cni", func(ctx context.Context) error { return cni.Serve(ctx) })
 	cniUp.Store(true)
 	// This process now serves the node: a predecessor still draining
 	// stops taking new connections when it reads the marker.
-	if err := writeOwner(owner, self); err != nil {
-		a.log.Warn("takeover marker not written; a stopping predecessor waits its full handover timeout", "err", err)
-		owner = "" // and so does this process, not trusting a stale marker
-	} else {
-		markerWritten.Store(true)
-	}
+	owner := marker.claim(a.log)
 	serving.Store(true)
 	a.log.Info("ambit node daemon running", "node", cfg.NodeName, "trust_domain", a.td.String(), "version", a.o.Version)
 
 	select {
 	case <-stop.Done():
-		a.stopping(owner, self, uninstallCNI)
+		a.stopping(owner, marker.self, cniInstall.uninstaller())
 	case <-ctx.Done(): // a component failed
 	}
 	cancel()
@@ -422,7 +297,7 @@ func (a *agent) stopping(owner, self string, uninstallCNI func() error) {
 }
 
 // serve starts the metrics, readiness and admin servers.
-func (a *agent) serve(ctx context.Context, goRun func(string, func(context.Context) error), met *metrics.Metrics, ids *identity.Manager) error {
+func (a *agent) serve(ctx context.Context, g *group, met *metrics.Metrics, ids *identity.Manager) error {
 	adm, err := admin.New(admin.Config{Addr: a.cfg.AdminAddr, Level: a.o.Level, ConfigDump: a.dump, Logger: a.log, Registerer: met.Registry(),
 		Connections: a.connections})
 	if err != nil {
@@ -441,7 +316,7 @@ func (a *agent) serve(ctx context.Context, goRun func(string, func(context.Conte
 		if err != nil {
 			return fmt.Errorf("%s server: %w", s.name, err)
 		}
-		goRun(s.name+"-server", func(ctx context.Context) error { return admin.ServeListener(ctx, ln, s.h, a.log) })
+		g.Go(s.name+"-server", func(ctx context.Context) error { return admin.ServeListener(ctx, ln, s.h, a.log) })
 	}
 	return nil
 }

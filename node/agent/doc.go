@@ -1,6 +1,7 @@
-// Package agent is the node daemon: it wires the watch, the tables, the
-// enrolment of pods (capture, certificate, data path), the CNI socket and
-// installation, policies, metrics and readiness (Run).
+// Package agent is the node daemon's wiring (Run): the watch and the
+// tables, metrics, the certificate manager, policies, capture and the data
+// path, the enrolment of pods (package node/enrol), the CNI socket and its
+// installation, readiness, admin, and the handover to a successor.
 //
 // Contract: a pod in the mesh stays captured until its network namespace
 // is gone (CNI DEL, or the namespace file gone); only unlabelling its

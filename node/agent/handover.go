@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -64,6 +66,33 @@ func instanceID(pod string, now time.Time) string {
 }
 
 func ownerPath(cniSocket string) string { return filepath.Join(filepath.Dir(cniSocket), ownerFile) }
+
+// marker is this process's takeover marker.
+type marker struct {
+	self, path string
+	written    atomic.Bool
+}
+
+func newMarker(pod, cniSocket string, now time.Time) *marker {
+	return &marker{self: instanceID(pod, now), path: ownerPath(cniSocket)}
+}
+
+// superseded reports that another process wrote the marker after this
+// one did. Before this process wrote it, it is the newest one.
+func (m *marker) superseded() bool { return m.written.Load() && readOwner(m.path) != m.self }
+
+// claim writes the marker naming this process and returns its path for
+// the handover; "" when it could not be written: then a stopping
+// predecessor waits its full handover timeout, and so does this process,
+// not trusting a stale marker.
+func (m *marker) claim(log *slog.Logger) string {
+	if err := writeOwner(m.path, m.self); err != nil {
+		log.Warn("takeover marker not written; a stopping predecessor waits its full handover timeout", "err", err)
+		return ""
+	}
+	m.written.Store(true)
+	return m.path
+}
 
 // errNoDaemonSet: this daemon runs outside a DaemonSet (no pod name, or a
 // pod without a DaemonSet owner).

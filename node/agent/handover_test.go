@@ -5,15 +5,9 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/netip"
 	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/ambit-mesh/ambit/node/tables"
-	"github.com/ambit-mesh/ambit/redirect"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -147,30 +141,6 @@ func TestStoppingUninstallsWhenReleaseGone(t *testing.T) {
 			t.Errorf("keep %v: waited %v for a successor that will not come", keep, d)
 		}
 	}
-}
-
-// A daemon whose successor took the node over applies no capture to
-// running pods (it would move their sockmap slots back to its own
-// listeners, which close when it exits); it retries, and enrols once it
-// serves again.
-func TestSupersededEnrolsNothing(t *testing.T) {
-	fx := newFixture(t)
-	var superseded atomic.Bool
-	superseded.Store(true)
-	fx.e.cfg.Superseded = superseded.Load
-	fx.tables.label("shop", true)
-	w := fx.tables.set(workload("shop", "web-1", "u1", ipA))
-	fx.found[ipA] = redirect.Found{NetnsPath: fx.netns, Interface: "eth0", Addresses: []netip.Addr{ipA}}
-	fx.e.OnEnrolment(tables.Event{Type: tables.Enrol, Workload: w})
-	fx.settle(func() bool {
-		p := fx.e.Pending()
-		return len(p) == 1 && strings.Contains(p[0], "another daemon process")
-	}, "pending: superseded")
-	if got := fx.capture.ids(); len(got) != 0 {
-		t.Fatalf("superseded daemon applied capture %v", got)
-	}
-	superseded.Store(false)
-	fx.settle(func() bool { return fx.e.EnrolledCount() == 1 }, "enrolled once serving")
 }
 
 // A daemon whose RBAC is already gone (helm uninstall deletes it too) knows

@@ -18,6 +18,7 @@ import (
 	"github.com/ambit-mesh/ambit/node/authz"
 	"github.com/ambit-mesh/ambit/node/config"
 	"github.com/ambit-mesh/ambit/node/dataplane"
+	"github.com/ambit-mesh/ambit/node/enrol"
 	"github.com/ambit-mesh/ambit/node/metrics"
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/node/watch"
@@ -163,7 +164,7 @@ func appName(w tables.Workload) string {
 
 // registerDump adds the daemon's sections to /config_dump. None holds key
 // material: certificates are listed by identity, serial and validity.
-func (a *agent) registerDump(tbl *tables.Tables, ids *identity.Manager, engine *authz.Engine, enr *enroller, capture *redirect.Manager, node *dataplane.Node) {
+func (a *agent) registerDump(tbl *tables.Tables, ids *identity.Manager, engine *authz.Engine, enr *enrol.Enroller, capture *redirect.Manager, node *dataplane.Node) {
 	a.dump.Register("config", func() any { return a.cfg })
 	a.dump.Register("enrolled", func() any { return enr.Snapshot() })
 	a.dump.Register("workloads", func() any { return localWorkloads(tbl) })

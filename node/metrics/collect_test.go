@@ -16,18 +16,22 @@ func TestStateCollectors(t *testing.T) {
 	pods := 3
 	notAfter := now.Add(time.Hour)
 	m := newMetrics(t, Config{
-		Version: "v0.1.0-test",
-		Now:     func() time.Time { return now },
-		Certificates: func() []identity.CertInfo {
-			return []identity.CertInfo{
-				{ID: "spiffe://cluster.local/ns/shop/sa/frontend", Usable: true, NotAfter: notAfter},
-				{ID: "spiffe://cluster.local/ns/shop/sa/pending"},
-			}
-		},
+		Version:        "v0.1.0-test",
+		Now:            func() time.Time { return now },
 		Informers:      func() map[string]bool { return synced },
 		InformersStale: func() map[string]bool { return map[string]bool{"pods": true, "services": false} },
-		EnrolledPods:   func() int { return pods },
 	})
+	if err := m.AddCertificates(func() []identity.CertInfo {
+		return []identity.CertInfo{
+			{ID: "spiffe://cluster.local/ns/shop/sa/frontend", Usable: true, NotAfter: notAfter},
+			{ID: "spiffe://cluster.local/ns/shop/sa/pending"},
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.AddEnrolledPods(func() int { return pods }); err != nil {
+		t.Fatal(err)
+	}
 	r := m.Registry()
 	check := func(name string, labels map[string]string, want float64) {
 		t.Helper()

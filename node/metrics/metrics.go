@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ambit-mesh/ambit/identity"
 	"github.com/ambit-mesh/ambit/tunnel"
 )
 
@@ -39,9 +38,6 @@ type Config struct {
 	// as "unknown"). Called on every hook: it must be fast and safe for
 	// concurrent use. Optional: without it those labels are "unknown".
 	Workloads func(*tunnel.ConnInfo) WorkloadLabels
-	// Certificates lists the node's certificates at scrape time
-	// (identity.Manager.Snapshot). Optional.
-	Certificates func() []identity.CertInfo
 	// Informers reports each informer's sync state at scrape time.
 	// Optional.
 	Informers func() map[string]bool
@@ -49,9 +45,6 @@ type Config struct {
 	// failing while the tables keep serving their last known state
 	// (watch.InformerStatus.Stale). Optional.
 	InformersStale func() map[string]bool
-	// EnrolledPods counts the pods enrolled on this node at scrape time.
-	// Optional.
-	EnrolledPods func() int
 	// Now is the clock for certificate expiry. Optional, default time.Now.
 	Now func() time.Time
 }
@@ -122,11 +115,6 @@ func New(cfg Config) (*Metrics, error) {
 	cs := []prometheus.Collector{m.opened, m.closed, m.failed, m.sent, m.recv, m.overflow, m.refused,
 		m.fetches, m.fetchDuration, m.certChanges, build, &stateCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
-	if cfg.EnrolledPods != nil {
-		f := cfg.EnrolledPods
-		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ambit_enrolled_pods",
-			Help: "Pods on this node enrolled in the mesh."}, func() float64 { return float64(f()) }))
-	}
 	for _, c := range cs {
 		if err := m.reg.Register(c); err != nil {
 			return nil, fmt.Errorf("metrics: register: %w", err)

@@ -1,4 +1,4 @@
-package agent
+package enrol
 
 import (
 	"encoding/json"
@@ -25,7 +25,7 @@ type podRecord struct {
 
 var recordIDRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,128}$`)
 
-func (e *enroller) recordPath(captureID string) (string, bool) {
+func (e *Enroller) recordPath(captureID string) (string, bool) {
 	if e.cfg.StateDir == "" || !recordIDRE.MatchString(captureID) || captureID == "." || captureID == ".." {
 		return "", false
 	}
@@ -34,7 +34,7 @@ func (e *enroller) recordPath(captureID string) (string, bool) {
 
 // writeRecord stores r atomically; a failure is logged (the pod is served
 // anyway; only a later restart without the API's view would miss it).
-func (e *enroller) writeRecord(r podRecord) {
+func (e *Enroller) writeRecord(r podRecord) {
 	path, ok := e.recordPath(r.CaptureID)
 	if !ok {
 		return
@@ -55,7 +55,7 @@ func (e *enroller) writeRecord(r podRecord) {
 }
 
 // readRecord returns the record of a capture, if one was kept.
-func (e *enroller) readRecord(captureID string) (podRecord, bool) {
+func (e *Enroller) readRecord(captureID string) (podRecord, bool) {
 	path, ok := e.recordPath(captureID)
 	if !ok {
 		return podRecord{}, false
@@ -75,7 +75,7 @@ func (e *enroller) readRecord(captureID string) (podRecord, bool) {
 	return r, true
 }
 
-func (e *enroller) removeRecord(captureID string) {
+func (e *Enroller) removeRecord(captureID string) {
 	path, ok := e.recordPath(captureID)
 	if !ok {
 		return

@@ -1,4 +1,4 @@
-package agent
+package enrol
 
 import (
 	"context"
@@ -59,7 +59,7 @@ func TestDeletedPodStaysCapturedUntilNetnsGone(t *testing.T) {
 			w := workload("shop", "web-1", "u1", ipA)
 			w.Terminating = true
 			w = fx.tables.set(w)
-			fx.e.OnEnrolment(tables.Event{Type: tables.Enrol, Workload: w})
+			fx.e.queue.Add(tables.Event{Type: tables.Enrol, Workload: w})
 			if how == "finished" {
 				w.IPs, w.Enrolled = nil, false
 				fx.tables.set(w)
@@ -68,7 +68,7 @@ func TestDeletedPodStaysCapturedUntilNetnsGone(t *testing.T) {
 				delete(fx.tables.pods, "shop/web-1")
 				fx.tables.mu.Unlock()
 			}
-			fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+			fx.e.queue.Add(tables.Event{Type: tables.Release, Workload: w})
 			fx.settle(func() bool { return fx.idle() && fx.leaving("shop/web-1") }, "pod marked leaving")
 			if got := fx.capture.ids(); !slices.Equal(got, []string{"c1"}) || len(fx.capture.removed) != 0 {
 				t.Fatalf("capture %v (removed %v): released while its sandbox runs", got, fx.capture.removed)
@@ -152,7 +152,7 @@ func TestOptOutReleasesAtOnce(t *testing.T) {
 	w := workload("shop", "web-1", "u1", ipA)
 	w.Eligible = false
 	w = fx.tables.set(w)
-	fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+	fx.e.queue.Add(tables.Event{Type: tables.Release, Workload: w})
 	fx.settle(func() bool { return fx.e.EnrolledCount() == 0 }, "released")
 	if got := fx.capture.ids(); len(got) != 0 {
 		t.Fatalf("capture %v", got)
@@ -176,7 +176,7 @@ func TestRecoverKeepsLeavingPods(t *testing.T) {
 		t.Fatal(err)
 	}
 	prev := fx.e
-	fx.e = newEnroller(prev.cfg) // the restarted daemon
+	fx.e = New(prev.cfg) // the restarted daemon
 	fx.data.pods = map[string]dataplane.PodSpec{}
 	fx.tables.mu.Lock()
 	fx.tables.pods = map[string]tables.Workload{}

@@ -1,4 +1,4 @@
-package agent
+package enrol
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -162,7 +163,7 @@ type fixture struct {
 	tables   *fakeTables
 	capture  *fakeCapture
 	data     *fakeData
-	e        *enroller
+	e        *Enroller
 	netns    string // a file standing in for a pod netns
 	found    map[netip.Addr]redirect.Found
 	prefetch []spiffeid.ID
@@ -180,7 +181,7 @@ func newFixture(t *testing.T) *fixture {
 	if err := os.WriteFile(fx.netns, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	fx.e = newEnroller(enrollerConfig{
+	fx.e = New(Config{
 		LocalNode: "node-1", TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
 		Tables: fx.tables, Capture: fx.capture, Data: fx.data,
 		Acquire: func(_ context.Context, id spiffeid.ID) error {
@@ -241,7 +242,7 @@ func (fx *fixture) add(p cnimsg.Pod) (bool, error) {
 func (fx *fixture) idle() bool {
 	fx.e.mu.Lock()
 	defer fx.e.mu.Unlock()
-	return len(fx.e.dirty) == 0
+	return fx.e.queue.Len() == 0
 }
 
 // settle runs the worker until cond holds (or fails the test).
@@ -284,7 +285,7 @@ func TestCNIAddEnrols(t *testing.T) {
 	// The pod then runs: the Enrol event finds it enrolled and changes nothing.
 	w := fx.tables.set(workload("shop", "web-1", "u1", ipA))
 	sets := fx.data.sets
-	fx.e.OnEnrolment(tables.Event{Type: tables.Enrol, Workload: w})
+	fx.e.queue.Add(tables.Event{Type: tables.Enrol, Workload: w})
 	fx.settle(func() bool { return fx.idle() && fx.e.EnrolledCount() == 1 }, "event handled")
 	if got := fx.capture.ids(); !slices.Equal(got, []string{"c1"}) || len(fx.capture.removed) != 0 {
 		t.Errorf("capture after the event %v (removed %v)", got, fx.capture.removed)
@@ -362,7 +363,7 @@ func TestLabelEnrolsRunningPods(t *testing.T) {
 
 	fx.tables.label("shop", true)
 	for _, w := range fx.tables.LocalEnrolled() {
-		fx.e.OnEnrolment(tables.Event{Type: tables.Enrol, Workload: w})
+		fx.e.queue.Add(tables.Event{Type: tables.Enrol, Workload: w})
 	}
 	fx.settle(func() bool { return fx.e.EnrolledCount() == 2 }, "both pods enrolled")
 	if got := fx.capture.ids(); !slices.Equal(got, []string{"c1", "netns-cni-1234"}) {
@@ -378,7 +379,7 @@ func TestLabelEnrolsRunningPods(t *testing.T) {
 
 	fx.tables.label("shop", false)
 	for _, w := range fx.tables.snapshot() {
-		fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+		fx.e.queue.Add(tables.Event{Type: tables.Release, Workload: w})
 	}
 	fx.settle(func() bool { return fx.e.EnrolledCount() == 0 }, "both pods released")
 	if got := fx.capture.ids(); len(got) != 0 {
@@ -400,7 +401,7 @@ func TestPendingAndRetry(t *testing.T) {
 	fx := newFixture(t)
 	fx.tables.label("shop", true)
 	w := fx.tables.set(workload("shop", "web-1", "u1", ipA))
-	fx.e.OnEnrolment(tables.Event{Type: tables.Enrol, Workload: w})
+	fx.e.queue.Add(tables.Event{Type: tables.Enrol, Workload: w})
 	fx.settle(func() bool {
 		p := fx.e.Pending()
 		return len(p) == 1 && strings.Contains(p[0], "no pod network namespace")
@@ -510,7 +511,7 @@ func TestCNIAddedPodKeptUntilLive(t *testing.T) {
 		t.Fatalf("add = %v, %v; want enrolled", ok, err)
 	}
 	// A reconcile of the pod before the tables see its address.
-	fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+	fx.e.queue.Add(tables.Event{Type: tables.Release, Workload: w})
 	fx.settle(func() bool { return fx.idle() }, "reconcile before the pod is live")
 	if got := fx.capture.ids(); !slices.Equal(got, []string{"c1"}) || len(fx.capture.removed) != 0 {
 		t.Fatalf("capture %v (removed %v) after a reconcile of a pod not live yet, want c1 kept", got, fx.capture.removed)
@@ -520,9 +521,33 @@ func TestCNIAddedPodKeptUntilLive(t *testing.T) {
 	}
 	// Unlabelling is a decision to leave the mesh: released at once.
 	fx.tables.label("shop", false)
-	fx.e.OnEnrolment(tables.Event{Type: tables.Release, Workload: w})
+	fx.e.queue.Add(tables.Event{Type: tables.Release, Workload: w})
 	fx.settle(func() bool { return fx.idle() && fx.e.EnrolledCount() == 0 }, "released on unlabel")
 	if !slices.Contains(fx.capture.removed, "c1") {
 		t.Fatalf("capture removed %v after the unlabel, want c1", fx.capture.removed)
 	}
+}
+
+// A daemon whose successor took the node over applies no capture to
+// running pods (it would move their sockmap slots back to its own
+// listeners, which close when it exits); it retries, and enrols once it
+// serves again.
+func TestSupersededEnrolsNothing(t *testing.T) {
+	fx := newFixture(t)
+	var superseded atomic.Bool
+	superseded.Store(true)
+	fx.e.cfg.Superseded = superseded.Load
+	fx.tables.label("shop", true)
+	w := fx.tables.set(workload("shop", "web-1", "u1", ipA))
+	fx.found[ipA] = redirect.Found{NetnsPath: fx.netns, Interface: "eth0", Addresses: []netip.Addr{ipA}}
+	fx.e.queue.Add(tables.Event{Type: tables.Enrol, Workload: w})
+	fx.settle(func() bool {
+		p := fx.e.Pending()
+		return len(p) == 1 && strings.Contains(p[0], "another daemon process")
+	}, "pending: superseded")
+	if got := fx.capture.ids(); len(got) != 0 {
+		t.Fatalf("superseded daemon applied capture %v", got)
+	}
+	superseded.Store(false)
+	fx.settle(func() bool { return fx.e.EnrolledCount() == 1 }, "enrolled once serving")
 }

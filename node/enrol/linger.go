@@ -1,4 +1,4 @@
-package agent
+package enrol
 
 import (
 	"context"
@@ -73,7 +73,7 @@ func netnsMissing(path string) bool {
 // (terminating, finished, deleted, or replaced under its name): released
 // when its namespace is gone, otherwise kept captured with its data path
 // and certificate, marked Leaving. Called with the pod's lock held.
-func (e *enroller) lingerOrRelease(ctx context.Context, uid string, cur *enrolledPod) error {
+func (e *Enroller) lingerOrRelease(ctx context.Context, uid string, cur *enrolledPod) error {
 	if cur.Netns.gone() {
 		return e.release(ctx, uid, cur)
 	}
@@ -90,7 +90,7 @@ func (e *enroller) lingerOrRelease(ctx context.Context, uid string, cur *enrolle
 
 // releaseGone releases every enrolled pod whose network namespace is gone
 // (its CNI DEL was missed: daemon down, or DEL never sent).
-func (e *enroller) releaseGone(ctx context.Context) {
+func (e *Enroller) releaseGone(ctx context.Context) {
 	e.mu.Lock()
 	var check []string
 	for uid, p := range e.pods {

@@ -1,4 +1,4 @@
-package agent
+package enrol
 
 import (
 	"context"
@@ -32,7 +32,7 @@ type adoptee struct {
 // enroller's record, or none (connections fail, never plaintext) if there
 // is no record. Afterwards every enrolled pod is marked, so pods labelled
 // while no daemon ran are enrolled too.
-func (e *enroller) Recover(ctx context.Context, recorded []redirect.PodNetns, takeover func(context.Context) ([]redirect.PodNetns, error)) error {
+func (e *Enroller) Recover(ctx context.Context, recorded []redirect.PodNetns, takeover func(context.Context) ([]redirect.PodNetns, error)) error {
 	adopt := map[string]*adoptee{} // capture ID -> what it is
 	for _, p := range recorded {
 		if netnsMissing(p.NetnsPath) {
@@ -99,7 +99,7 @@ func (e *enroller) Recover(ctx context.Context, recorded []redirect.PodNetns, ta
 }
 
 // classify decides what a recorded capture is (nil: drop its capture).
-func (e *enroller) classify(p redirect.PodNetns) *adoptee {
+func (e *Enroller) classify(p redirect.PodNetns) *adoptee {
 	rec, hasRec := e.readRecord(p.ID)
 	for _, addr := range p.Addresses {
 		w, ok := e.cfg.Tables.Lookup(addr)
@@ -126,7 +126,7 @@ func (e *enroller) classify(p redirect.PodNetns) *adoptee {
 
 // adopt records a recovered pod with its data path (or none, failing
 // closed).
-func (e *enroller) adopt(ctx context.Context, p redirect.PodNetns, a *adoptee, certified bool) {
+func (e *Enroller) adopt(ctx context.Context, p redirect.PodNetns, a *adoptee, certified bool) {
 	unlock := e.lock(a.uid)
 	defer unlock()
 	ep := &enrolledPod{CaptureID: p.ID, Namespace: a.ns, Name: a.name, Via: "recovered", Since: time.Now(),
@@ -161,7 +161,7 @@ func (e *enroller) adopt(ctx context.Context, p redirect.PodNetns, a *adoptee, c
 }
 
 // dropCapture removes a recorded capture and its record.
-func (e *enroller) dropCapture(ctx context.Context, id string) {
+func (e *Enroller) dropCapture(ctx context.Context, id string) {
 	if err := e.cfg.Capture.Remove(ctx, redirect.PodNetns{ID: id}); err != nil {
 		e.log.Warn("recovery: remove capture", "capture", id, "err", err)
 	}
