@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/fips140"
@@ -9,13 +10,19 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"io"
+	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/runtime"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/ambit-mesh/ambit/node/config"
 )
@@ -71,5 +78,28 @@ func TestNewAgentRefuses(t *testing.T) {
 	}
 	if _, err := newAgent(Options{Config: cfg, Kube: kube}); err != nil {
 		t.Errorf("valid options: %v", err)
+	}
+}
+
+// A part that fails after a component started ends Run with its error: the
+// components started before it are stopped and waited for (they used to
+// keep Run waiting until the daemon was told to stop).
+func TestRunFailsAfterAComponentStarted(t *testing.T) {
+	cfg := validConfig(t)
+	cfg.CNIBinDir, cfg.CNIConfDir = "", ""
+	cfg.IstioPolicies = true // without Options.Discovery: the policy watch refuses, after the bundle watch started
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(context.Background(), Options{Config: cfg, Kube: fake.NewClientset(),
+			Dynamic: dynamicfake.NewSimpleDynamicClient(runtime.NewScheme()),
+			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	select {
+	case err := <-errc:
+		if err == nil || !strings.Contains(err.Error(), "Discovery is required") {
+			t.Fatalf("Run: %v, want the policy watch's refusal", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run still running 10 s after a part failed to start")
 	}
 }
