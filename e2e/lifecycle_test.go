@@ -46,11 +46,7 @@ func TestLifecycle(t *testing.T) {
 	ambitImage, chart := r.image, r.chart
 	t0 := time.Now()
 
-	steps := []struct {
-		name string
-		run  func(*mesh, context.Context, *testing.T)
-		must bool // later events need it
-	}{
+	steps := []lcStep{
 		{"setup", func(m *mesh, ctx context.Context, t *testing.T) {
 			m.install(ctx, t, chart, ambitImage)
 			m.lcSetup(ctx, t)
@@ -67,6 +63,7 @@ func TestLifecycle(t *testing.T) {
 		{"ns-relabel", (*mesh).lcRelabel, false},
 		{"create-20", (*mesh).lcCreateMany, false},
 	}
+	steps = pickEvents(t, steps, os.Getenv("AMBIT_E2E_LIFECYCLE_EVENTS"))
 	for _, s := range steps {
 		ok := t.Run(s.name, func(t *testing.T) {
 			m.t = t
@@ -82,6 +79,39 @@ func TestLifecycle(t *testing.T) {
 		}
 	}
 	t.Logf("TestLifecycle: %s from the cluster's start", time.Since(t0).Round(time.Second))
+}
+
+// lcStep is one event of the suite; must: later events need it.
+type lcStep struct {
+	name string
+	run  func(*mesh, context.Context, *testing.T)
+	must bool
+}
+
+// pickEvents keeps the steps that must run and, when list is not empty, the
+// events it names, in its order and as often as named
+// (AMBIT_E2E_LIFECYCLE_EVENTS=helm-upgrade,helm-upgrade repeats one event in
+// one cluster).
+func pickEvents(t *testing.T, steps []lcStep, list string) []lcStep {
+	if list == "" {
+		return steps
+	}
+	var out []lcStep
+	byName := map[string]lcStep{}
+	for _, s := range steps {
+		if s.must {
+			out = append(out, s)
+		}
+		byName[s.name] = s
+	}
+	for _, n := range strings.Split(list, ",") {
+		s, ok := byName[strings.TrimSpace(n)]
+		if !ok {
+			t.Fatalf("AMBIT_E2E_LIFECYCLE_EVENTS: no event %q", n)
+		}
+		out = append(out, s)
+	}
+	return out
 }
 
 // lcSetup gives the echo servers the bench port the connection loops use,
