@@ -53,6 +53,9 @@ type Cluster struct {
 	cs       *kubernetes.Clientset
 	stopOnce sync.Once
 	stopErr  error
+	// stopped and leftAtStop (under mu): Leftovers after Stop.
+	stopped    bool
+	leftAtStop []string
 }
 
 // Start builds and starts a cluster: etcd, kube-apiserver,
@@ -377,6 +380,10 @@ func (c *Cluster) Stop() error {
 		for _, p := range c.allProcs() {
 			<-p.done
 		}
+		left := c.leftoversNow()
+		c.mu.Lock()
+		c.stopped, c.leftAtStop = true, left
+		c.mu.Unlock()
 		if c.unlock != nil {
 			c.unlock()
 		}

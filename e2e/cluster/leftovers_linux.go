@@ -13,7 +13,20 @@ import (
 // Leftovers lists what of the cluster still exists on the machine: processes,
 // cgroups, network namespaces, the bridge, mounts, the run directory and the
 // mount points the run created. After Stop it must be empty; tests assert it.
+// After Stop it reports what was left when Stop finished, taken while Stop
+// still held the machine lock: afterwards the next run (another test
+// package's) may already be creating the same names.
 func (c *Cluster) Leftovers() []string {
+	c.mu.Lock()
+	stopped, left := c.stopped, c.leftAtStop
+	c.mu.Unlock()
+	if stopped {
+		return left
+	}
+	return c.leftoversNow()
+}
+
+func (c *Cluster) leftoversNow() []string {
 	out := MachineLeftovers(c.opts.BaseDir)
 	for _, d := range c.state.CreatedDirs {
 		if _, err := os.Stat(d); err == nil {

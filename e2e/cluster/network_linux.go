@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // The run's network, all of it removed by teardown:
@@ -132,11 +133,15 @@ func teardownNet(ctx context.Context) error {
 	// A node namespace kept alive by something other than its name (a
 	// crashed run's pinned mount namespace) keeps its veth pair, whose host
 	// end would block the next run's; deleting one end deletes both.
+	// The namespace deletions above remove their veth pairs asynchronously:
+	// give them a moment, delete what remains, and wait until it is gone.
+	waitNoVeths(ctx, 2*time.Second)
 	for _, l := range strayVeths() {
-		if _, err := run(ctx, "ip", "link", "del", l); err != nil {
+		if _, err := run(ctx, "ip", "link", "del", l); err != nil && linkExists(l) {
 			errs = append(errs, err.Error())
 		}
 	}
+	waitNoVeths(ctx, 2*time.Second)
 	if _, err := os.Stat(filepath.Join("/sys/class/net", bridgeName)); err == nil {
 		if _, err := run(ctx, "ip", "link", "del", bridgeName); err != nil {
 			errs = append(errs, err.Error())
@@ -158,4 +163,20 @@ func strayVeths() []string {
 		}
 	}
 	return out
+}
+
+func linkExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/sys/class/net", name))
+	return err == nil
+}
+
+func waitNoVeths(ctx context.Context, max time.Duration) {
+	deadline := time.Now().Add(max)
+	for len(strayVeths()) > 0 && time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
