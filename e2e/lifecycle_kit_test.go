@@ -257,6 +257,7 @@ var (
 type loopResult struct {
 	attempts, ok, refused int
 	firstFail, lastFail   time.Time // start of the first failed attempt, end of the last
+	lastFailStart         time.Time // start of the last failed attempt
 	peers                 []string  // answer peer hosts, in order (first, then every change)
 	firstPeerAt           time.Time // end of the first answer
 	fails                 []string
@@ -276,6 +277,9 @@ func parseLoop(logs string) loopResult {
 				}
 				if end.After(r.lastFail) {
 					r.lastFail = end
+				}
+				if start.After(r.lastFailStart) {
+					r.lastFailStart = start
 				}
 				r.fails = append(r.fails, l)
 				continue
@@ -348,20 +352,23 @@ func parseHold(logs string) holdResult {
 
 // outcome is the measured result of an event.
 type outcome struct {
-	name        string
-	refused     int
-	attempts    int
-	refusedFor  time.Duration
-	plaintext   int
-	marker      int
-	hboneSeen   int
-	holdsCut    int
-	holds       int
-	clearPeers  int // loop answers where the server saw the client's own address (plaintext)
-	extra       []string
-	wire        wireVerdict
-	loopFails   []string
-	holdCutMsgs []string
+	name       string
+	refused    int
+	attempts   int
+	refusedFor time.Duration
+	// firstFail and lastFailStart: the starts of the first and the last
+	// failed attempt of any client (zero: none failed).
+	firstFail, lastFailStart time.Time
+	plaintext                int
+	marker                   int
+	hboneSeen                int
+	holdsCut                 int
+	holds                    int
+	clearPeers               int // loop answers where the server saw the client's own address (plaintext)
+	extra                    []string
+	wire                     wireVerdict
+	loopFails                []string
+	holdCutMsgs              []string
 }
 
 // finish stops the captures and the recorder, reads the clients' logs and
@@ -396,6 +403,12 @@ func (e *event) finish(ctx context.Context, since time.Time) *outcome {
 		if !lr.firstFail.IsZero() {
 			if d := lr.lastFail.Sub(lr.firstFail); d > o.refusedFor {
 				o.refusedFor = d
+			}
+			if o.firstFail.IsZero() || lr.firstFail.Before(o.firstFail) {
+				o.firstFail = lr.firstFail
+			}
+			if lr.lastFailStart.After(o.lastFailStart) {
+				o.lastFailStart = lr.lastFailStart
 			}
 		}
 		o.clearPeers += lr.clearAnswers(ip)

@@ -166,12 +166,19 @@ func (c benchConfig) open(ctx context.Context, header string) (net.Conn, *bufio.
 		return nil, nil, "", err
 	}
 	_ = conn.SetDeadline(time.Now().Add(c.timeout))
+	// The handshake ends early when ctx does (the client was told to stop).
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	r := bufio.NewReaderSize(conn, benchBuf)
 	peer, err := handshake(conn, r, header)
+	if !stop() && ctx.Err() != nil {
+		conn.Close()
+		return nil, nil, "", fmt.Errorf("handshake: %w", ctx.Err())
+	}
 	if err != nil {
 		conn.Close()
 		return nil, nil, "", err
 	}
+	_ = conn.SetDeadline(time.Now().Add(c.timeout))
 	return conn, r, peer, nil
 }
 
@@ -360,7 +367,8 @@ func benchBulk(ctx context.Context, c benchConfig, kind string) (string, error) 
 //	watch at=<start, unix ms> ms=<duration> fail=<error>  (a failed attempt)
 //
 // for the first answer, every answer from another peer host than the first
-// one's, and every failure. Once the server sees c.until as peer host it
+// one's, and every failure. Attempts cut short because ctx ended (the
+// client was told to stop) are counted as aborted, not failed. Once the server sees c.until as peer host it
 // starts no more connections and waits for those under way; it also stops
 // after c.duration or when ctx ends.
 func benchWatch(ctx context.Context, w io.Writer, c benchConfig) (string, error) {
@@ -383,7 +391,7 @@ func benchWatch(ctx context.Context, w io.Writer, c benchConfig) (string, error)
 	tick := time.NewTicker(c.interval)
 	defer tick.Stop()
 	first, reached, stopped := "", false, false
-	n, ok, fail, inflight := 1, 0, 0, 1
+	n, ok, fail, aborted, inflight := 1, 0, 0, 0, 1
 	go attempt(time.Now())
 	for inflight > 0 || !stopped {
 		select {
@@ -400,6 +408,12 @@ func benchWatch(ctx context.Context, w io.Writer, c benchConfig) (string, error)
 		case o := <-results:
 			inflight--
 			at, ms := o.start.UnixMilli(), float64(o.took.Microseconds())/1000
+			if o.err != nil && ctx.Err() != nil && (errors.Is(o.err, context.Canceled) || errors.Is(o.err, context.DeadlineExceeded)) {
+				// Cut short by this client's own stop (SIGTERM):
+				// nothing was refused.
+				aborted++
+				continue
+			}
 			if o.err != nil {
 				fail++
 				fmt.Fprintf(w, "watch at=%d ms=%.1f fail=%q\n", at, ms, o.err.Error())
@@ -421,7 +435,7 @@ func benchWatch(ctx context.Context, w io.Writer, c benchConfig) (string, error)
 			}
 		}
 	}
-	line := fmt.Sprintf("bench mode=watch target=%s n=%d ok=%d fail=%d first_peer_host=%s", c.target, n, ok, fail, first)
+	line := fmt.Sprintf("bench mode=watch target=%s n=%d ok=%d fail=%d aborted=%d first_peer_host=%s", c.target, n, ok, fail, aborted, first)
 	if c.until != "" && !reached {
 		return "", fmt.Errorf("peer host %s not seen (%s)", c.until, strings.TrimPrefix(line, "bench mode=watch "))
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -296,5 +297,51 @@ func TestBenchWatchHangingAttempt(t *testing.T) {
 	}
 	if at(lines[1]) > at(lines[0]) {
 		t.Errorf("the failed attempt started after the answered one:\n%s", out.String())
+	}
+}
+
+// A client told to stop (SIGTERM cancels its context) cuts its attempts
+// under way short; they were not refused and must not be reported as
+// failures (the lifecycle suite counted one such attempt as refused).
+func TestBenchWatchStopIsNotAFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	var held []net.Conn
+	go func() { // accepts and never answers
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	c := testConfig(ln.Addr().String())
+	c.interval, c.duration = 10*time.Millisecond, time.Minute
+	ctx, cancel := context.WithCancel(context.Background()) // as SIGTERM does
+	defer cancel()
+	time.AfterFunc(80*time.Millisecond, cancel)
+	var out syncBuf
+	if err := runBench(ctx, &out, "watch", c); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(out.String(), "fail=\"") || !strings.Contains(out.String(), " fail=0 ") {
+		t.Errorf("attempts cut short by the stop reported as failures:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), " aborted=0 ") || !strings.Contains(out.String(), " aborted=") {
+		t.Errorf("no aborted attempts counted:\n%s", out.String())
 	}
 }
