@@ -82,7 +82,8 @@ type cCondition struct {
 // only deny more). Either way it is recorded as an issue.
 type ruleCompiler struct {
 	policyNS string
-	reduce   bool // DENY: reduce to the enforceable part
+	reduce   bool         // DENY: reduce to the enforceable part
+	tds      trustDomains // principals are rewritten for aliases (trustdomain.go)
 	issues   []string
 	warnings []string
 }
@@ -129,13 +130,38 @@ func (c *ruleCompiler) patterns(at where, field string, values []string) []patte
 	return out
 }
 
+// principals compiles principal values, each rewritten for the trust
+// domain and its aliases (trustdomain.go). Problems are reported against
+// the values as written.
 func (c *ruleCompiler) principals(at where, field string, values []string) []pattern {
+	var out []pattern
 	for i, v := range values {
 		if strings.HasPrefix(v, "spiffe://") {
 			c.warnings = append(c.warnings, fmt.Sprintf("%s[%d]: %q never matches: principals are written without \"spiffe://\"", at.path(field), i, v))
 		}
+		p, err := parsePattern(v)
+		if err != nil {
+			c.issue(fmt.Sprintf("%s[%d]", at.path(field), i), "%v", err)
+			return nil
+		}
+		expanded, foreign := c.tds.expand(v)
+		if foreign {
+			c.warnings = append(c.warnings, fmt.Sprintf("%s[%d]: %q names a trust domain that is neither %s nor an alias; kept as written (no such peer passes the TLS handshake)", at.path(field), i, v, c.tds[0]))
+		}
+		if len(expanded) == 1 && expanded[0] == v {
+			out = append(out, p)
+			continue
+		}
+		for _, e := range expanded {
+			ep, err := parsePattern(e)
+			if err != nil { // cannot happen: e is v with another non-empty prefix
+				c.issue(fmt.Sprintf("%s[%d]", at.path(field), i), "%v", err)
+				return nil
+			}
+			out = append(out, ep)
+		}
 	}
-	return c.patterns(at, field, values)
+	return out
 }
 
 func (c *ruleCompiler) ipBlocks(at where, field string, values []string) []netip.Prefix {
@@ -282,7 +308,7 @@ func (c *ruleCompiler) rule(ri int, r *v1alpha1.Rule) *cRule {
 // compileAuthorizationPolicy compiles one policy. It never fails: what cannot
 // be enforced is handled in the direction that never widens access, and
 // reported.
-func compileAuthorizationPolicy(p *v1alpha1.AuthorizationPolicy) (*cPolicy, PolicyReport) {
+func compileAuthorizationPolicy(p *v1alpha1.AuthorizationPolicy, tds trustDomains) (*cPolicy, PolicyReport) {
 	rep := PolicyReport{
 		Kind: "AuthorizationPolicy", Namespace: p.Namespace, Name: p.Name,
 		Generation: p.Generation, Accepted: true, Reason: ReasonAccepted,
@@ -310,7 +336,7 @@ func compileAuthorizationPolicy(p *v1alpha1.AuthorizationPolicy) (*cPolicy, Poli
 	if p.Spec.Selector != nil && len(p.Spec.Selector.MatchLabels) > 0 {
 		cp.selector = maps.Clone(p.Spec.Selector.MatchLabels)
 	}
-	c := ruleCompiler{policyNS: p.Namespace, reduce: cp.action == v1alpha1.ActionDeny}
+	c := ruleCompiler{policyNS: p.Namespace, reduce: cp.action == v1alpha1.ActionDeny, tds: tds}
 	for i := range p.Spec.Rules {
 		if r := c.rule(i, &p.Spec.Rules[i]); r != nil {
 			cp.rules = append(cp.rules, r)

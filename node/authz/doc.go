@@ -21,6 +21,11 @@
 // # Pitfalls
 //
 //   - Principals are compared without "spiffe://".
+//   - With Options.TrustDomain set, principals naming the trust domain, an
+//     alias or the placeholder "cluster.local" stand for every domain of
+//     that set (Istio's trustDomainAliases, trustdomain.go); namespaces and
+//     service accounts never look at the trust domain. Without it,
+//     principals are compared exactly as written.
 //   - Ports are the destination pod's port, never a Service port.
 //
 // Semantics in full, design and measurements: docs/policy.md.

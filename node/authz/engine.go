@@ -22,6 +22,15 @@ type Options struct {
 	RootNamespace string
 	// Logger (optional): compile problems are logged here. Default: discard.
 	Logger *slog.Logger
+	// TrustDomain (optional) is the mesh's SPIFFE trust domain. With it,
+	// principals in policies that name it, one of TrustDomainAliases, or
+	// the placeholder "cluster.local" match a peer of any of them (Istio's
+	// trustDomainAliases; see trustdomain.go). Without it principals are
+	// compared exactly as written.
+	TrustDomain string
+	// TrustDomainAliases (optional, needs TrustDomain) are other trust
+	// domains of the same mesh, e.g. the old one during a migration.
+	TrustDomainAliases []string
 	// MaxCachedWorkloads (optional) bounds the per-snapshot cache of
 	// workload views. Default 8192; beyond it views are computed per call.
 	MaxCachedWorkloads int
@@ -43,6 +52,7 @@ type Engine struct {
 	log      *slog.Logger
 	root     string
 	maxViews int
+	tds      trustDomains
 
 	mu    sync.Mutex // serializes Update, guards cache
 	snap  atomic.Pointer[snapshot]
@@ -65,7 +75,11 @@ func New(opts Options) (*Engine, error) {
 	if opts.RootNamespace == "" {
 		return nil, ErrNoRootNamespace
 	}
-	e := &Engine{log: opts.Logger, root: opts.RootNamespace, maxViews: opts.MaxCachedWorkloads}
+	tds, err := newTrustDomains(opts.TrustDomain, opts.TrustDomainAliases)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{log: opts.Logger, root: opts.RootNamespace, maxViews: opts.MaxCachedWorkloads, tds: tds}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -181,7 +195,7 @@ func (e *Engine) compile(p *v1alpha1.AuthorizationPolicy, next map[string]compil
 			return c.cp, rep
 		}
 	}
-	cp, rep := compileAuthorizationPolicy(p)
+	cp, rep := compileAuthorizationPolicy(p, e.tds)
 	if p.ResourceVersion != "" {
 		if _, dup := next[key]; !dup {
 			stored := rep
@@ -191,6 +205,10 @@ func (e *Engine) compile(p *v1alpha1.AuthorizationPolicy, next map[string]compil
 	}
 	return cp, rep
 }
+
+// TrustDomains returns the trust domain and its aliases the engine treats
+// as one (trust domain first); nil without Options.TrustDomain.
+func (e *Engine) TrustDomains() []string { return slices.Clone(e.tds) }
 
 // Generation counts Updates; it changes whenever the policy set may have.
 func (e *Engine) Generation() uint64 { return e.snap.Load().generation }
