@@ -140,7 +140,7 @@ func (a *agent) run(stop context.Context) error {
 	defer cniInstall.Close()
 
 	// Trust, the node's view of the cluster, metrics, identities, policy.
-	bundles, err := loadBundle(cfg.BundleFile, a.td)
+	bundles, err := loadBundle(cfg.BundleFile, a.td, cfg.SPIFFEAliases())
 	if err != nil {
 		return err
 	}
@@ -171,6 +171,7 @@ func (a *agent) run(stop context.Context) error {
 	if err != nil {
 		return err
 	}
+	a.dump.Register("trust", trustSection(bundles, pol.engine))
 
 	// Capture and the data path.
 	host, err := openHostNetns(cfg)

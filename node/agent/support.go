@@ -27,13 +27,15 @@ import (
 	"github.com/ambit-mesh/ambit/tunnel"
 )
 
-// loadBundle reads the PEM roots of the trust domain.
-func loadBundle(path string, td spiffeid.TrustDomain) (*identity.BundleStore, error) {
+// loadBundle reads the PEM roots of the trust domain; identities of its
+// aliases verify against the same roots (the file holds the alias domain's
+// roots too when they differ).
+func loadBundle(path string, td spiffeid.TrustDomain, aliases []spiffeid.TrustDomain) (*identity.BundleStore, error) {
 	roots, err := readRoots(path)
 	if err != nil {
 		return nil, err
 	}
-	return identity.NewBundleStore(identity.BundleConfig{TrustDomain: td, Roots: roots})
+	return identity.NewBundleStore(identity.BundleConfig{TrustDomain: td, Roots: roots, Aliases: aliases})
 }
 
 func readRoots(path string) ([]*x509.Certificate, error) {

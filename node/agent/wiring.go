@@ -149,7 +149,8 @@ type policy struct {
 // policy builds the engine and, with a dynamic client, starts the policy
 // watch that fills it.
 func (a *agent) policy(g *group) (policy, error) {
-	engine, err := authz.New(authz.Options{RootNamespace: a.cfg.RootNamespace, Logger: a.log})
+	engine, err := authz.New(authz.Options{RootNamespace: a.cfg.RootNamespace, Logger: a.log,
+		TrustDomain: a.cfg.TrustDomain, TrustDomainAliases: a.cfg.Aliases()})
 	if err != nil {
 		return policy{}, err
 	}

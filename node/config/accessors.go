@@ -2,6 +2,7 @@ package config
 
 import (
 	"log/slog"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -33,6 +34,29 @@ func (c Config) SPIFFETrustDomain() spiffeid.TrustDomain {
 		return spiffeid.TrustDomain{}
 	}
 	return td
+}
+
+// Aliases returns TrustDomainAliases as a list (empty entries and
+// surrounding spaces dropped, duplicates removed, order kept).
+func (c Config) Aliases() []string {
+	var out []string
+	for _, a := range strings.Split(c.TrustDomainAliases, ",") {
+		if a = strings.TrimSpace(a); a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// SPIFFEAliases returns Aliases as go-spiffe values (invalid names dropped).
+func (c Config) SPIFFEAliases() []spiffeid.TrustDomain {
+	var out []spiffeid.TrustDomain
+	for _, a := range c.Aliases() {
+		if td, err := spiffeid.TrustDomainFromString(a); err == nil {
+			out = append(out, td)
+		}
+	}
+	return out
 }
 
 // NamespaceSelector returns MeshNamespaceSelector parsed.

@@ -50,6 +50,12 @@ type Config struct {
 	// (spiffe://<TrustDomain>/ns/<ns>/sa/<sa>), a bare name such as
 	// "cluster.local". --trust-domain, optional, default cluster.local.
 	TrustDomain string
+	// TrustDomainAliases are other trust domains of the same mesh
+	// (comma-separated bare names, e.g. the old one during a migration):
+	// their identities verify against the roots of BundleFile, and policies
+	// naming TrustDomain, an alias or cluster.local match peers of any of
+	// them (Istio's trustDomainAliases). --trust-domain-aliases, optional.
+	TrustDomainAliases string
 	// CAAddress is the URL of the certificate authority, https only, e.g.
 	// https://ambit-ca.ambit-system.svc:15012. --ca-address, required.
 	CAAddress string
@@ -232,6 +238,7 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&c.TrustDomain, "trust-domain", c.TrustDomain, "SPIFFE trust domain of every identity")
+	fs.StringVar(&c.TrustDomainAliases, "trust-domain-aliases", c.TrustDomainAliases, "other trust domains of this mesh (comma-separated): their identities verify against the bundle and match policies naming the trust domain")
 	fs.StringVar(&c.CAAddress, "ca-address", c.CAAddress, "https URL of the certificate authority (required)")
 	fs.StringVar(&c.CATokenFile, "ca-token-file", c.CATokenFile, "projected ServiceAccount token presented to the CA")
 	fs.StringVar(&c.CAAudience, "ca-audience", c.CAAudience, "audience the CA expects in the token")

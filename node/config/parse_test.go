@@ -9,6 +9,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,6 +22,7 @@ func TestChartArgs(t *testing.T) {
 	fx := newFixture(t)
 	args := []string{
 		"--trust-domain=example.org",
+		"--trust-domain-aliases=old.example, older.example",
 		"--ca-address=https://ambit-ca.ambit-system.svc:15012",
 		"--ca-token-file=" + fx.token,
 		"--ca-audience=ambit-ca",
@@ -42,7 +44,7 @@ func TestChartArgs(t *testing.T) {
 		t.Fatalf("Parse: %v", err)
 	}
 	want := Config{
-		TrustDomain: "example.org", CAAddress: "https://ambit-ca.ambit-system.svc:15012",
+		TrustDomain: "example.org", TrustDomainAliases: "old.example, older.example", CAAddress: "https://ambit-ca.ambit-system.svc:15012",
 		CATokenFile: fx.token, CAAudience: "ambit-ca", BundleFile: fx.bundle, NodeName: "worker-7",
 		CNISocket: "/var/run/ambit/cni.sock", BPFPinDir: "/sys/fs/bpf/ambit", RootNamespace: "ambit-system",
 		MeshNamespaceSelector: "ambit.dev/mesh=enabled", MeshPodOptOut: "ambit.dev/mesh=disabled",
@@ -247,6 +249,13 @@ func TestAccessors(t *testing.T) {
 	}
 	if td := c.SPIFFETrustDomain(); td.Name() != "example.org" {
 		t.Errorf("SPIFFETrustDomain() = %q", td.Name())
+	}
+	c.TrustDomainAliases = " old.example,,older.example, old.example "
+	if got := c.Aliases(); !slices.Equal(got, []string{"old.example", "older.example"}) {
+		t.Errorf("Aliases() = %q", got)
+	}
+	if got := c.SPIFFEAliases(); len(got) != 2 || got[0].Name() != "old.example" || got[1].Name() != "older.example" {
+		t.Errorf("SPIFFEAliases() = %v", got)
 	}
 	ns := c.NamespaceSelector()
 	if !ns.Matches(labels.Set{"mesh": "on"}) || ns.Matches(labels.Set{"mesh": "off"}) || ns.Matches(labels.Set{}) {

@@ -24,6 +24,7 @@ const maxSocketPath = 107
 func (c Config) Validate() error {
 	checks := []func() error{
 		c.checkTrustDomain,
+		c.checkTrustDomainAliases,
 		c.checkCAAddress,
 		func() error { return c.checkFile("ca-token-file", c.CATokenFile, checkToken) },
 		c.checkAudience,
@@ -75,6 +76,26 @@ func (c Config) checkTrustDomain() error {
 	}
 	if td.Name() != c.TrustDomain {
 		return c.bad("trust-domain", c.TrustDomain, "want a bare trust domain name such as cluster.local, not a SPIFFE ID", nil)
+	}
+	return nil
+}
+
+func (c Config) checkTrustDomainAliases() error {
+	for _, a := range strings.Split(c.TrustDomainAliases, ",") {
+		a = strings.TrimSpace(a)
+		if a == "" {
+			continue
+		}
+		td, err := spiffeid.TrustDomainFromString(a)
+		if err != nil {
+			return c.bad("trust-domain-aliases", c.TrustDomainAliases, fmt.Sprintf("%q is not a SPIFFE trust domain: %v", a, err), err)
+		}
+		if td.Name() != a {
+			return c.bad("trust-domain-aliases", c.TrustDomainAliases, fmt.Sprintf("%q: want bare trust domain names such as old.local, not SPIFFE IDs", a), nil)
+		}
+		if a == c.TrustDomain {
+			return c.bad("trust-domain-aliases", c.TrustDomainAliases, fmt.Sprintf("%q is the trust domain itself", a), nil)
+		}
 	}
 	return nil
 }
