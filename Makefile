@@ -74,8 +74,9 @@ bench-soak: ## Soak: SOAK_CONNS (5000) HBONE connections held SOAK_TIME (10m) wi
 	$(GO) run ./cmd/ambit-bench -soak $(or $(SOAK_CONNS),5000) -soak-time $(or $(SOAK_TIME),10m) -out "$(BENCH_OUT)"
 
 .PHONY: bench-e2e
-bench-e2e: deps cluster-bins ## Speed figures on the real two-node cluster (root): cluster start, label to HBONE, plain vs mesh latency and throughput.
-	$(GO) test -run '^$$' -bench Mesh -benchtime 1x -timeout 50m -v ./e2e/
+bench-e2e: deps cluster-bins ## Speed figures on the real two-node cluster (root): plain vs mesh, median of BENCH_ROUNDS (3) alternating rounds; BENCH_OUT=file.json, BENCH_PROFILE=dir (daemon CPU profiles).
+	BENCH_OUT="$(if $(BENCH_OUT),$(abspath $(BENCH_OUT)))" BENCH_PROFILE="$(if $(BENCH_PROFILE),$(abspath $(BENCH_PROFILE)))" \
+	  $(GO) test -run '^$$' -bench Mesh -benchtime 1x -timeout 50m -v ./e2e/
 
 .PHONY: demo
 demo: deps cluster-bins ## Narrated demo on a real two-node cluster (root): helm install, label, wire, metrics, policy. KEEP=1 keeps it.

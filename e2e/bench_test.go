@@ -116,23 +116,40 @@ func BenchmarkMesh(b *testing.B) {
 	}
 	r.fig["helm_install_s"] = time.Since(t0).Seconds()
 
-	srv := r.workloads(ctx)
+	r.startSampler(ctx)
+	srv := r.workloads(ctx, benchNS)
+	plainSrv := r.workloads(ctx, benchPlainNS)
 	node1 := c.Nodes[0].Name
-	targets := []struct{ name, ip string }{{"same", srv[0].Status.PodIP}, {"cross", srv[1].Status.PodIP}}
-
-	r.load("plain")
-	for _, tg := range targets {
-		r.measure(ctx, "plain", tg.name, node1, tg.ip)
-	}
 
 	r.load("label")
 	r.labelToHBONE(ctx, node1, srv[1])
 
-	r.load("mesh")
-	for _, tg := range targets {
-		r.measure(ctx, "mesh", tg.name, node1, tg.ip)
+	// Alternating rounds: plain then mesh, mesh then plain, ... Each round
+	// measures both places in both states, so the machine's drift falls on
+	// both alike.
+	rounds := benchRounds()
+	for round := 1; round <= rounds; round++ {
+		states := []string{"plain", "mesh"}
+		if round%2 == 0 {
+			states = []string{"mesh", "plain"}
+		}
+		for _, state := range states {
+			pods := srv
+			ns := benchNS
+			if state == "plain" {
+				pods, ns = plainSrv, benchPlainNS
+			}
+			for i, place := range []string{"same", "cross"} {
+				r.load(fmt.Sprintf("round %d %s %s", round, state, place))
+				r.measure(ctx, round, ns, state, place, node1, pods[i].Status.PodIP)
+			}
+		}
 	}
 	r.load("end")
+	r.stopSampler()
+	if err := r.writeJSON(os.Getenv("BENCH_OUT")); err != nil {
+		b.Error(err)
+	}
 
 	for k, v := range r.fig {
 		b.ReportMetric(v, k)
@@ -142,7 +159,8 @@ func BenchmarkMesh(b *testing.B) {
 
 // Names of BenchmarkMesh's workloads (its own, apart from TestMesh's).
 const (
-	benchNS       = "bench"
+	benchNS       = "bench"       // labelled (mesh) in the label phase
+	benchPlainNS  = "bench-plain" // never labelled
 	benchClientSA = "bench-client"
 	benchEchoSA   = "bench-echo"
 	benchPort     = 8081
@@ -155,6 +173,9 @@ type benchRun struct {
 	fig   map[string]float64
 	loads []string
 	pods  int
+
+	rounds  []roundFig // one per measured (round, state, place)
+	sampler *daemonSampler
 }
 
 // load records the load average at the start of a phase.
@@ -171,13 +192,13 @@ func (r *benchRun) load(phase string) {
 // workloads makes the unlabelled namespace, its service accounts and one
 // echo server (echo and bench ports) pinned to each node, and returns the
 // servers in node order.
-func (r *benchRun) workloads(ctx context.Context) []corev1.Pod {
+func (r *benchRun) workloads(ctx context.Context, ns string) []corev1.Pod {
 	b, cs := r.b, r.c.Clientset()
-	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: benchNS}}, metav1.CreateOptions{}); err != nil {
+	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		b.Fatal(err)
 	}
 	for _, sa := range []string{benchClientSA, benchEchoSA} {
-		if _, err := cs.CoreV1().ServiceAccounts(benchNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa}}, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -199,11 +220,11 @@ func (r *benchRun) workloads(ctx context.Context) []corev1.Pod {
 				}},
 			},
 		}
-		if _, err := cs.CoreV1().Pods(benchNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		if _, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			b.Fatal(err)
 		}
 	}
-	pods, err := r.c.WaitPods(ctx, benchNS, "app=bench-echo", len(r.c.Nodes), cluster.PodReady)
+	pods, err := r.c.WaitPods(ctx, ns, "app=bench-echo", len(r.c.Nodes), cluster.PodReady)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -219,7 +240,7 @@ func (r *benchRun) workloads(ctx context.Context) []corev1.Pod {
 }
 
 // startClient creates an echo client pod on node and returns its name.
-func (r *benchRun) startClient(ctx context.Context, node string, args ...string) string {
+func (r *benchRun) startClient(ctx context.Context, ns, node string, args ...string) string {
 	r.pods++
 	name := fmt.Sprintf("bench-client-%d", r.pods)
 	p := &corev1.Pod{
@@ -235,7 +256,7 @@ func (r *benchRun) startClient(ctx context.Context, node string, args ...string)
 			}},
 		},
 	}
-	if _, err := r.c.Clientset().CoreV1().Pods(benchNS).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+	if _, err := r.c.Clientset().CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 		r.b.Fatal(err)
 	}
 	return name
@@ -243,17 +264,17 @@ func (r *benchRun) startClient(ctx context.Context, node string, args ...string)
 
 // waitClient waits for a client pod to finish, returns its IP and log, and
 // deletes it; a failed client fails the benchmark.
-func (r *benchRun) waitClient(ctx context.Context, name string) (ip, logs string) {
+func (r *benchRun) waitClient(ctx context.Context, ns, name string) (ip, logs string) {
 	cs := r.c.Clientset()
-	defer cs.CoreV1().Pods(benchNS).Delete(context.WithoutCancel(ctx), name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
+	defer cs.CoreV1().Pods(ns).Delete(context.WithoutCancel(ctx), name, metav1.DeleteOptions{GracePeriodSeconds: new(int64)})
 	for {
-		p, err := cs.CoreV1().Pods(benchNS).Get(ctx, name, metav1.GetOptions{})
+		p, err := cs.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			r.b.Fatalf("client %s: %v", name, err)
 		}
 		ip = p.Status.PodIP
 		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-			logs, err = r.c.PodLogs(ctx, benchNS, name, "client")
+			logs, err = r.c.PodLogs(ctx, ns, name, "client")
 			if err != nil {
 				r.b.Fatal(err)
 			}
@@ -264,7 +285,7 @@ func (r *benchRun) waitClient(ctx context.Context, name string) (ip, logs string
 		}
 		select {
 		case <-ctx.Done():
-			logs, _ = r.c.PodLogs(context.WithoutCancel(ctx), benchNS, name, "client")
+			logs, _ = r.c.PodLogs(context.WithoutCancel(ctx), ns, name, "client")
 			r.b.Fatalf("client %s did not finish: %v\n%s", name, ctx.Err(), logs)
 		case <-time.After(200 * time.Millisecond):
 		}
@@ -272,11 +293,14 @@ func (r *benchRun) waitClient(ctx context.Context, name string) (ip, logs string
 }
 
 // measure runs the rr, connect and bulk benches from node to the echo pod at
-// ip and records their figures under <figure>_<state>_<place>.
-func (r *benchRun) measure(ctx context.Context, state, place, node, ip string) {
-	name := r.startClient(ctx, node, "-bench", "rr,connect,bulk,bulk-down", "-target", fmt.Sprintf("%s:%d", ip, benchPort),
-		"-size", "1024", "-bytes", strconv.Itoa(256<<20), "-timeout", "10s")
-	clientIP, logs := r.waitClient(ctx, name)
+// ip (a client pod in namespace ns) and records the round's figures under
+// <figure>_<state>_<place>, with the daemons' CPU and RSS meanwhile.
+func (r *benchRun) measure(ctx context.Context, round int, ns, state, place, node, ip string) {
+	name := r.startClient(ctx, ns, node, "-bench", "rr,connect,bulk,bulk-down", "-target", fmt.Sprintf("%s:%d", ip, benchPort),
+		"-size", "1024", "-bytes", strconv.Itoa(benchBulkBytes), "-timeout", "10s")
+	stopProfile := r.profile(ctx, round, state, place)
+	clientIP, logs := r.waitClient(ctx, ns, name)
+	stopProfile()
 	res := benchLines(logs)
 	if len(res) != 4 {
 		r.b.Fatalf("%s %s: want 4 result lines:\n%s", state, place, logs)
@@ -294,23 +318,35 @@ func (r *benchRun) measure(ctx context.Context, state, place, node, ip string) {
 			r.b.Errorf("%s %s %s: server saw peer %s, want %s (client %s):\n%s", state, place, kv["mode"], kv["peer"], want, clientIP, logs)
 		}
 	}
-	suffix := "_" + state + "_" + place
+	fig := map[string]float64{}
 	for _, kv := range res[:2] {
 		for _, q := range []string{"p50", "p99"} {
-			r.fig[kv["mode"]+"_"+q+"_us"+suffix] = benchNum(r.b, kv, q+"_us")
+			fig[kv["mode"]+"_"+q+"_us"] = benchNum(r.b, kv, q+"_us")
 		}
 	}
 	for _, kv := range res[2:] {
-		r.fig["bulk_"+kv["dir"]+"_MBps"+suffix] = benchNum(r.b, kv, "MBps_median")
+		fig["bulk_"+kv["dir"]+"_MBps"] = benchNum(r.b, kv, "MBps_median")
 	}
-	r.b.Logf("%s %s:\n%s", state, place, strings.TrimSpace(logs))
+	// The daemons' CPU while each mode ran, per unit of work.
+	cpu := func(kv map[string]string) float64 {
+		return r.cpuBetween(benchMillis(r.b, kv, "start_ms"), benchMillis(r.b, kv, "end_ms"))
+	}
+	fig["daemon_cpu_s_rr"] = cpu(res[0])
+	fig["daemon_cpu_per_1000rps"] = fig["daemon_cpu_s_rr"] / float64(benchRRCount+benchWarmup) * 1000
+	fig["daemon_cpu_s_connect"] = cpu(res[1])
+	fig["daemon_cpu_ms_per_connect"] = fig["daemon_cpu_s_connect"] / float64(benchConnCount+benchWarmup) * 1000
+	fig["daemon_cpu_s_bulk"] = cpu(res[2]) + cpu(res[3])
+	fig["daemon_cpu_s_per_gb"] = fig["daemon_cpu_s_bulk"] / (2 * benchBulkRuns * benchBulkBytes / 1e9)
+	fig["daemon_rss_mib_max"] = r.rssMaxBetween(benchMillis(r.b, res[0], "start_ms"), benchMillis(r.b, res[3], "end_ms"))
+	r.record(round, state, place, fig)
+	r.b.Logf("round %d %s %s:\n%s", round, state, place, strings.TrimSpace(logs))
 }
 
 // labelToHBONE labels the namespace while a client on node connects to
 // echo every 20 ms, and records how long until ambit carried a connection.
 func (r *benchRun) labelToHBONE(ctx context.Context, node string, echo corev1.Pod) {
 	b, cs := r.b, r.c.Clientset()
-	name := r.startClient(ctx, node, "-bench", "watch", "-target", fmt.Sprintf("%s:%d", echo.Status.PodIP, benchPort),
+	name := r.startClient(ctx, benchNS, node, "-bench", "watch", "-target", fmt.Sprintf("%s:%d", echo.Status.PodIP, benchPort),
 		"-interval", "20ms", "-timeout", "2s", "-duration", "2m", "-until-peer", echo.Status.PodIP)
 	// The client runs and has seen the plaintext peer (its own address).
 	deadline := time.Now().Add(time.Minute)
@@ -332,7 +368,7 @@ func (r *benchRun) labelToHBONE(ctx context.Context, node string, echo corev1.Po
 	if _, err := cs.CoreV1().Namespaces().Patch(ctx, benchNS, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		b.Fatal(err)
 	}
-	_, logs := r.waitClient(ctx, name)
+	_, logs := r.waitClient(ctx, benchNS, name)
 	b.Logf("label sent at=%d; watch client:\n%s", tLabel.UnixMilli(), strings.TrimSpace(logs))
 	// Lines "watch at=<start ms> ms=<took> peer=<addr>|fail=<error>": the
 	// first answer carried by ambit is the earliest-ending one from the echo
@@ -403,7 +439,7 @@ func (r *benchRun) labelToHBONE(ctx context.Context, node string, echo corev1.Po
 func (r *benchRun) table() string {
 	var sb strings.Builder
 	f := r.fig
-	fmt.Fprintf(&sb, "\nBenchmarkMesh figures (%s, 2 nodes on one machine)\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(&sb, "\nBenchmarkMesh figures (%s, 2 nodes on one machine; medians of %d alternating rounds)\n", time.Now().UTC().Format(time.RFC3339), benchRounds())
 	fmt.Fprintf(&sb, "  cluster start (binaries cached)  %8.1f s   (Start call incl. lock wait and reap: %.1f s)\n", f["cluster_start_s"], f["cluster_start_wait_s"])
 	fmt.Fprintf(&sb, "  helm install to daemons Ready    %8.1f s\n", f["helm_install_s"])
 	logMS := "n/a"
@@ -413,7 +449,8 @@ func (r *benchRun) table() string {
 	fmt.Fprintf(&sb, "  namespace label to first HBONE   %8.0f ms  (destination access log: %s; failed connections meanwhile: %.0f)\n",
 		f["label_to_hbone_ms"], logMS, f["label_fail_conns"])
 	fmt.Fprintf(&sb, "  %-28s %12s %12s %8s %12s %12s %8s\n", "", "same plain", "same mesh", "ratio", "cross plain", "cross mesh", "ratio")
-	for _, m := range []string{"rr_p50_us", "rr_p99_us", "connect_p50_us", "connect_p99_us", "bulk_up_MBps", "bulk_down_MBps"} {
+	for _, m := range []string{"rr_p50_us", "rr_p99_us", "connect_p50_us", "connect_p99_us", "bulk_up_MBps", "bulk_down_MBps",
+		"daemon_cpu_per_1000rps", "daemon_cpu_ms_per_connect", "daemon_cpu_s_per_gb", "daemon_rss_mib_max"} {
 		fmt.Fprintf(&sb, "  %-28s", m)
 		for _, place := range []string{"same", "cross"} {
 			p, q := f[m+"_plain_"+place], f[m+"_mesh_"+place]

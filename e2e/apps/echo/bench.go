@@ -4,7 +4,7 @@ package main
 // (server -bench-listen) and client modes (client -bench ...) that print one
 // parseable result line each:
 //
-//	bench mode=<m> key=value ...
+//	bench mode=<m> key=value ... start_ms=<unix ms> end_ms=<unix ms>
 //
 // The bench protocol: the client opens a connection and sends one header
 // line; the server answers "ok peer=<client address as it sees it>\n" at
@@ -216,6 +216,7 @@ func runBench(ctx context.Context, w io.Writer, modes string, c benchConfig) err
 		var line string
 		var err error
 		mc := c
+		start := time.Now()
 		if mc.count <= 0 {
 			mc.count = defaultCount[m]
 		}
@@ -236,6 +237,11 @@ func runBench(ctx context.Context, w io.Writer, modes string, c benchConfig) err
 		if err != nil {
 			fmt.Fprintf(w, "bench mode=%s error=%q\n", m, err.Error())
 			return fmt.Errorf("bench %s: %w", m, err)
+		}
+		if m != "watch" {
+			// When the mode ran (unix ms), so that a harness can charge the
+			// resources it samples meanwhile to this mode.
+			line += fmt.Sprintf(" start_ms=%d end_ms=%d", start.UnixMilli(), time.Now().UnixMilli())
 		}
 		fmt.Fprintln(w, line)
 	}
