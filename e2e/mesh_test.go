@@ -36,9 +36,10 @@ const (
 //     into each node's conflist.
 //  2. label: pods of an unlabelled namespace talk plaintext; labelling the
 //     namespace enrols its running pods without a restart, and new
-//     connections (same node, across nodes, through the Service) go over
-//     HBONE with both SPIFFE identities in the daemons' access logs, only
-//     port 15008 on the wire and never the app's marker.
+//     connections (same node, across nodes, through the Service) are carried
+//     with both SPIFFE identities in the daemons' access logs, only port
+//     15008 on the wire and never the app's marker; the same-node one puts
+//     no packet on the bridge at all (the daemon's same-node shortcut).
 //  5. metrics: each node daemon's /metrics shows those connections with both
 //     identities.
 //  3. strict: PeerAuthentication STRICT refuses a client from an unlabelled
@@ -272,6 +273,14 @@ func (m *mesh) labelEnrols(ctx context.Context, t *testing.T) {
 	}
 	if !strings.Contains(strings.Join(wire, "\n"), ".15008") {
 		t.Errorf("no packet to 15008 captured:\n%s", strings.Join(wire, "\n"))
+	}
+	// Same node: the daemon joins the two pods' legs itself (the same-node
+	// shortcut, docs/performance.md), so nothing between them is on the
+	// bridge at all, not even HBONE.
+	for _, l := range strings.Split(wire[0], "\n") {
+		if ip := clientIPs["same"]; strings.Contains(l, ip+".") && strings.Contains(l, same.Status.PodIP+".") {
+			t.Errorf("same-node connection left the pods (client %s, echo %s): %s", ip, same.Status.PodIP, l)
+		}
 	}
 
 	// Both daemons' access logs: the echo side saw the client's identity.

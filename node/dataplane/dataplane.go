@@ -97,6 +97,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock. Optional, default time.Now.
 	Now func() time.Time
+
+	// local finds the data path serving a pod address of this node (set by
+	// Node unless NodeConfig.TunnelSameNode): HBONE routes to those pods take
+	// the same-node shortcut (local.go).
+	local func(netip.Addr) *Pod
 }
 
 // Stats counts what one pod's data path did, for metrics and tests.
@@ -112,12 +117,17 @@ type Stats struct {
 	InboundPlainFailed  int64 // the app could not be dialed
 	InboundPlainRevoked int64 // closed after a policy change (Live.Recheck or the check at registration)
 	InboundHBONERevoked int64 // HBONE streams revoked after a policy change (likewise)
+	OutboundLocal       int64 // HBONE routes to a pod of this node carried by the same-node shortcut
+	InboundLocal        int64 // same-node shortcut connections to this pod
+	InboundLocalDenied  int64 // of those, refused by authorization
+	InboundLocalRevoked int64 // of those, closed after a policy change
 }
 
 type counters struct {
 	outAccepted, outHBONE, outPass, outDenied, outFailed, noOrigDst atomic.Int64
 	inPlain, inPlainDenied, inPlainFailed, inPlainRevoked           atomic.Int64
 	inHBONERevoked                                                  atomic.Int64
+	outLocal, inLocal, inLocalDenied, inLocalRevoked                atomic.Int64
 }
 
 // Pod is the running data path of one enrolled pod.
@@ -136,6 +146,14 @@ type Pod struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	stats  counters
+
+	// reserved are the ports a CONNECT may not reach (loops), as the HBONE
+	// server has them; the same-node shortcut checks them too.
+	reserved map[uint16]bool
+	// Same-node shortcut connections into this pod, drained by Stop.
+	localMu       sync.Mutex
+	localStopping bool
+	localWG       sync.WaitGroup
 
 	stopOnce sync.Once
 }
@@ -205,8 +223,12 @@ func Start(ctx context.Context, cfg Config) (*Pod, error) {
 	if ls.Outbound == nil || ls.Inbound == nil || ls.HBONE == nil {
 		return nil, fmt.Errorf("%w: pod %s lacks a listener", ErrConfig, cfg.PodID)
 	}
-	p := &Pod{cfg: cfg, ls: ls, log: cfg.Logger.With("pod", cfg.PodID)}
+	p := &Pod{cfg: cfg, ls: ls, log: cfg.Logger.With("pod", cfg.PodID), reserved: map[uint16]bool{}}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
+	reserved := reservedPorts(cfg.ReservedPorts, ls)
+	for _, port := range reserved {
+		p.reserved[port] = true
+	}
 
 	p.client, err = tunnel.NewClient(tunnel.ClientConfig{
 		SVIDs:   cfg.SVIDs,
@@ -231,7 +253,7 @@ func Start(ctx context.Context, cfg Config) (*Pod, error) {
 		Hooks:         cfg.Hooks,
 		Settings:      cfg.Settings,
 		Guard:         cfg.Guard,
-		ReservedPorts: reservedPorts(cfg.ReservedPorts, ls),
+		ReservedPorts: reserved,
 	})
 	if err != nil {
 		p.client.Close()
@@ -289,11 +311,15 @@ func (p *Pod) Stop(ctx context.Context) error {
 	p.stopOnce.Do(func() {
 		p.out.stop()
 		p.plain.stop()
+		p.localMu.Lock()
+		p.localStopping = true
+		p.localMu.Unlock()
 		done := make(chan error, 1)
 		go func() { done <- p.server.Shutdown(ctx) }()
 		waited := make(chan struct{})
 		go func() {
 			p.wg.Wait()
+			p.localWG.Wait()
 			close(waited)
 		}()
 		select {
@@ -323,6 +349,8 @@ func (p *Pod) Stats() Stats {
 		InboundPlain: s.inPlain.Load(), InboundPlainDenied: s.inPlainDenied.Load(),
 		InboundPlainFailed: s.inPlainFailed.Load(), InboundPlainRevoked: s.inPlainRevoked.Load(),
 		InboundHBONERevoked: s.inHBONERevoked.Load(),
+		OutboundLocal:       s.outLocal.Load(), InboundLocal: s.inLocal.Load(),
+		InboundLocalDenied: s.inLocalDenied.Load(), InboundLocalRevoked: s.inLocalRevoked.Load(),
 	}
 }
 

@@ -26,8 +26,14 @@ import (
 // never reaches a daemon listener through the tunnel: the destination's
 // HBONE server refuses the CONNECT as a loop (400, counted) and nothing
 // is established, so no HBONE connection nests inside another; an app
-// port still works.
+// port still works. With the same-node shortcut (the Node's default) the
+// shortcut refuses them likewise, its own pod's ports included.
 func TestNoLoopThroughCapture(t *testing.T) {
+	t.Run("tunnelled", func(t *testing.T) { testNoLoop(t, true) })
+	t.Run("shortcut", func(t *testing.T) { testNoLoop(t, false) })
+}
+
+func testNoLoop(t *testing.T, tunnelSameNode bool) {
 	l := newLab(t)
 	a, b := l.pod("lp-a", 2), l.pod("lp-b", 3)
 	const appPort = 8080
@@ -71,7 +77,7 @@ func TestNoLoopThroughCapture(t *testing.T) {
 	node, err := NewNode(NodeConfig{Capture: m, Router: router, Authorizer: engine,
 		SVIDs: identitytest.NewSource(ca), Bundles: ca.Bundle(), Hooks: hooks,
 		Logger:        slog.New(slog.NewTextHandler(logOut(), nil)),
-		ReservedPorts: []uint16{adminPort, metricsPort}})
+		ReservedPorts: []uint16{adminPort, metricsPort}, TunnelSameNode: tunnelSameNode})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +149,19 @@ func TestNoLoopThroughCapture(t *testing.T) {
 		if ci.Direction == tunnel.Inbound && ci.DestAddr.Port() != appPort {
 			t.Errorf("an HBONE stream to %v was established (%v): a loop", ci.DestAddr, ci.Source)
 		}
+	}
+	if !tunnelSameNode {
+		// The shortcut refuses both another pod's and the pod's own daemon
+		// ports as loops (reported through OnRefuse), and dials no tunnel.
+		if loops[tunnel.RefuseLoop] != cross+self {
+			t.Errorf("%d loops refused by the shortcut, want %d", loops[tunnel.RefuseLoop], cross+self)
+		}
+		for _, id := range []string{a.name, b.name} {
+			if cst, _ := node.Pod(id).TunnelStats(); cst.TunnelsDialed != 0 {
+				t.Errorf("pod %s dialed %d tunnels, want none", id, cst.TunnelsDialed)
+			}
+		}
+		return
 	}
 	var refusedLoops int64
 	for _, id := range []string{a.name, b.name} {

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ambit-mesh/ambit/identity"
@@ -41,6 +42,11 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// Now is optional (default time.Now).
 	Now func() time.Time
+	// TunnelSameNode carries connections between two pods of this node
+	// through HBONE like any other. By default they take the same-node
+	// shortcut: no TLS, no HTTP/2, the destination's policy enforced in
+	// this process (docs/performance.md). Optional.
+	TunnelSameNode bool
 }
 
 // PodSpec is one enrolled pod, as the enrolment layer knows it (its capture
@@ -64,6 +70,9 @@ type Node struct {
 	cfg  NodeConfig
 	mu   sync.Mutex
 	pods map[string]nodePod
+	// byAddr maps each pod address to its data path, for the same-node
+	// shortcut; replaced whole under mu, read without it.
+	byAddr atomic.Pointer[map[netip.Addr]*Pod]
 }
 
 type nodePod struct {
@@ -101,6 +110,9 @@ func (n *Node) Set(ctx context.Context, spec PodSpec) error {
 		Settings: n.cfg.Settings, DialTimeout: n.cfg.DialTimeout, Logger: n.cfg.Logger, Now: n.cfg.Now,
 		Guard: n.cfg.Guard, ReservedPorts: n.cfg.ReservedPorts,
 	}
+	if !n.cfg.TunnelSameNode {
+		cfg.local = n.lookup
+	}
 	if err := cfg.validate(); err != nil {
 		return err
 	}
@@ -108,12 +120,14 @@ func (n *Node) Set(ctx context.Context, spec PodSpec) error {
 	if ok {
 		stopErr = old.pod.Stop(ctx)
 		delete(n.pods, spec.PodID)
+		n.index()
 	}
 	p, err := Start(ctx, cfg)
 	if err != nil {
 		return errors.Join(stopErr, err)
 	}
 	n.pods[spec.PodID] = nodePod{spec: spec, pod: p}
+	n.index()
 	return stopErr
 }
 
@@ -127,7 +141,34 @@ func (n *Node) Remove(ctx context.Context, id string) error {
 		return nil
 	}
 	delete(n.pods, id)
+	n.index()
 	return old.pod.Stop(ctx)
+}
+
+// index rebuilds byAddr from pods; n.mu is held.
+func (n *Node) index() {
+	m := make(map[netip.Addr]*Pod, len(n.pods))
+	dup := map[netip.Addr]bool{}
+	for _, np := range n.pods {
+		for _, a := range np.spec.Addrs {
+			if _, ok := m[a]; ok {
+				dup[a] = true // a deleted pod's address reused while it drains
+			}
+			m[a] = np.pod
+		}
+	}
+	for a := range dup {
+		delete(m, a) // ambiguous: the tunnel finds the pod the network reaches
+	}
+	n.byAddr.Store(&m)
+}
+
+// lookup is the data path serving a pod address of this node, or nil.
+func (n *Node) lookup(a netip.Addr) *Pod {
+	if m := n.byAddr.Load(); m != nil {
+		return (*m)[a.Unmap()]
+	}
+	return nil
 }
 
 // Pod returns the running data path of a pod (nil if none).
@@ -159,6 +200,7 @@ func (n *Node) Close(ctx context.Context) error {
 	n.mu.Lock()
 	pods := n.pods
 	n.pods = map[string]nodePod{}
+	n.index()
 	n.mu.Unlock()
 	var wg sync.WaitGroup
 	errs := make([]error, 0, len(pods))

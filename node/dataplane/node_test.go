@@ -61,8 +61,12 @@ func TestNode(t *testing.T) {
 		t.Errorf("A -> B after the restart: %v", err)
 	}
 	c.Close()
-	if s := n.Pod("a").Stats(); s.OutboundHBONE != 1 {
+	// Both pods are the Node's: the same-node shortcut carries it.
+	if s := n.Pod("a").Stats(); s.OutboundLocal != 1 {
 		t.Errorf("restarted pod stats %+v, want the connection on the new data path", s)
+	}
+	if s := n.Pod("b").Stats(); s.InboundLocal != 2 {
+		t.Errorf("B stats %+v, want both connections through the shortcut", s)
 	}
 
 	if err := n.Remove(ctx, "a"); err != nil || n.Pod("a") != nil {

@@ -68,6 +68,9 @@ func (p *Pod) outboundHBONE(app net.Conn, ci *tunnel.ConnInfo, route tables.Rout
 		p.failed(ci)
 		return
 	}
+	if d := p.localPeer(route); d != nil && p.outboundLocal(app, ci, route, d) {
+		return
+	}
 	ctx, cancel := context.WithTimeout(p.ctx, p.cfg.DialTimeout)
 	up, err := p.client.Dial(ctx, tunnel.DialRequest{
 		Source:      p.cfg.Identity,
