@@ -109,7 +109,7 @@ func pipe(dst, src net.Conn, set Settings) (int64, error) {
 			_, err = io.Copy(io.Discard, src)
 		}
 	default:
-		n, err = copyPlain(dst, src, set)
+		n, err = copyAdaptive(dst, src, set)
 	}
 	if err != nil {
 		return n, err
