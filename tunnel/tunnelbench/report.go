@@ -144,18 +144,21 @@ func (rep Report) JSON(w io.Writer) error {
 // mTLS splice.
 func (rep Report) Table(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "figure\tdirect\tmtls\thbone\thbone/direct\thbone/mtls\tmtls/direct\t")
+	fmt.Fprintln(tw, "figure\tdirect\tmtls\thbone\thbone/direct\thbone/mtls\tmtls/direct\ttarget\tverdict\t")
+	// target is issue 13's goal for hbone/mtls: at least min, or at most
+	// max (zero: none).
 	rows := []struct {
-		name string
-		get  func(*Result) *float64
+		name     string
+		get      func(*Result) *float64
+		min, max float64
 	}{
-		{"throughput 1 stream (Gbit/s)", func(r *Result) *float64 { return r.Throughput1Gbps }},
-		{"throughput 8 streams (Gbit/s)", func(r *Result) *float64 { return r.Throughput8Gbps }},
-		{"RTT p50 (us)", func(r *Result) *float64 { return r.RTTP50us }},
-		{"RTT p99 (us)", func(r *Result) *float64 { return r.RTTP99us }},
-		{"new connections/s", func(r *Result) *float64 { return r.ConnectsPerS }},
-		{"idle KiB/conn (tunnels: per endpoint)", func(r *Result) *float64 { return r.IdleConnKiB }},
-		{"CPU s/GB (whole process)", func(r *Result) *float64 { return r.CPUSecondsPerGB }},
+		{"throughput 1 stream (Gbit/s)", func(r *Result) *float64 { return r.Throughput1Gbps }, 1.0, 0},
+		{"throughput 8 streams (Gbit/s)", func(r *Result) *float64 { return r.Throughput8Gbps }, 1.0, 0},
+		{"RTT p50 (us)", func(r *Result) *float64 { return r.RTTP50us }, 0, 1.1},
+		{"RTT p99 (us)", func(r *Result) *float64 { return r.RTTP99us }, 0, 0},
+		{"new connections/s", func(r *Result) *float64 { return r.ConnectsPerS }, 3.0, 0},
+		{"idle KiB/conn (tunnels: per endpoint)", func(r *Result) *float64 { return r.IdleConnKiB }, 0, 0},
+		{"CPU s/GB (whole process)", func(r *Result) *float64 { return r.CPUSecondsPerGB }, 0, 0},
 	}
 	for _, row := range rows {
 		v := map[string]*float64{}
@@ -164,9 +167,23 @@ func (rep Report) Table(w io.Writer) error {
 				v[name] = row.get(r)
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", row.name,
+		target, verdict := "", ""
+		if row.min > 0 || row.max > 0 {
+			target, verdict = fmt.Sprintf(">= %.1fx", row.min), "-"
+			if row.max > 0 {
+				target = fmt.Sprintf("<= %.1fx", row.max)
+			}
+			if h, m := v["hbone"], v["mtls"]; h != nil && m != nil && *m != 0 {
+				r := *h / *m
+				verdict = "met"
+				if (row.min > 0 && r < row.min) || (row.max > 0 && r > row.max) {
+					verdict = "MISSED"
+				}
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", row.name,
 			num(v["direct"]), num(v["mtls"]), num(v["hbone"]),
-			ratio(v["hbone"], v["direct"]), ratio(v["hbone"], v["mtls"]), ratio(v["mtls"], v["direct"]))
+			ratio(v["hbone"], v["direct"]), ratio(v["hbone"], v["mtls"]), ratio(v["mtls"], v["direct"]), target, verdict)
 	}
 	if r := rep["hbone"]; r != nil && len(r.IdleConnKiBAt) > 0 {
 		keys := make([]string, 0, len(r.IdleConnKiBAt))
@@ -184,7 +201,7 @@ func (rep Report) Table(w io.Writer) error {
 				}
 				return "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\n", row, cell("direct"), cell("mtls"), cell("hbone"))
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t\t\t\t\t\t\n", row, cell("direct"), cell("mtls"), cell("hbone"))
 		}
 	}
 	return tw.Flush()

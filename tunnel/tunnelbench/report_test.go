@@ -124,3 +124,33 @@ func TestRunPairedSmall(t *testing.T) {
 		t.Fatalf("table:\n%s", buf.String())
 	}
 }
+
+// TestTableVerdicts: the table judges hbone/mtls against issue 13's
+// targets: at least 1.0x throughput, at most 1.1x RTT p50, at least 3x new
+// connections.
+func TestTableVerdicts(t *testing.T) {
+	f := func(v float64) *float64 { return &v }
+	rep := Report{
+		"direct": {Throughput1Gbps: f(10), Throughput8Gbps: f(10), RTTP50us: f(10), ConnectsPerS: f(1000)},
+		"mtls":   {Throughput1Gbps: f(4), Throughput8Gbps: f(4), RTTP50us: f(50), ConnectsPerS: f(100)},
+		"hbone":  {Throughput1Gbps: f(4.2), Throughput8Gbps: f(3.5), RTTP50us: f(56), ConnectsPerS: f(350)},
+	}
+	var tab bytes.Buffer
+	if err := rep.Table(&tab); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"throughput 1 stream": "met", "throughput 8 streams": "MISSED", "RTT p50": "MISSED", "new connections/s": "met"}
+	for _, l := range strings.Split(tab.String(), "\n") {
+		for row, v := range want {
+			if strings.HasPrefix(strings.TrimSpace(l), row) {
+				if f := strings.Fields(l); f[len(f)-1] != v {
+					t.Errorf("row %q: verdict %q, want %q:\n%s", row, f[len(f)-1], v, tab.String())
+				}
+				delete(want, row)
+			}
+		}
+	}
+	if len(want) > 0 {
+		t.Errorf("rows missing %v:\n%s", want, tab.String())
+	}
+}
