@@ -27,7 +27,8 @@ import (
 // is dropped. Lock order: wmu before mu; mu is never held across I/O.
 type conn struct {
 	nc       net.Conn
-	tc       *tls.Conn // nil in tests that run without TLS
+	batch    *recordBatcher // under nc's TLS; nil in tests that build a conn on a bare socket
+	tc       *tls.Conn      // nil in tests that run without TLS
 	fr       *http2.Framer
 	set      Settings
 	log      *slog.Logger

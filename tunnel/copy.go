@@ -157,6 +157,14 @@ func (s *Stream) writeInPlace(buf []byte, off, n int) (int, error) {
 			if s.rstSent || s.endSent {
 				return nil
 			}
+			if b := s.c.batch; b != nil && batchRecords && len(frame) > tlsRecordLen {
+				b.begin()
+				_, err := s.c.nc.Write(frame)
+				if ferr := b.flush(); err == nil {
+					err = ferr
+				}
+				return err
+			}
 			_, err := s.c.nc.Write(frame)
 			return err
 		})

@@ -135,7 +135,8 @@ func (p *pool) dial(ctx context.Context, key poolKey, r DialRequest) (*conn, err
 	if err != nil {
 		return fail(fmt.Errorf("dial %s: %w", key.tunnel, err))
 	}
-	tc := tls.Client(nc, clientTLS(cl.cfg.SVIDs, cl.cfg.Bundles, key.source, r.Expected, set))
+	rb := &recordBatcher{Conn: nc}
+	tc := tls.Client(rb, clientTLS(cl.cfg.SVIDs, cl.cfg.Bundles, key.source, r.Expected, set))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = nc.Close()
 		switch {
@@ -153,6 +154,7 @@ func (p *pool) dial(ctx context.Context, key poolKey, r DialRequest) (*conn, err
 		return fail(err)
 	}
 	c := newConn(tc, set, cl.log, &cl.ctr, true)
+	c.batch = rb
 	c.peer, c.local = peer, key.source
 	c.idleTimeout = cl.cfg.IdleTimeout
 	if dl, ok := ctx.Deadline(); ok {

@@ -180,7 +180,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener, w Workload) error {
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *tls.Config, reserved map[uint16]bool) {
 	defer s.wg.Done()
-	tc := tls.Server(nc, conf)
+	rb := &recordBatcher{Conn: nc}
+	tc := tls.Server(rb, conf)
 	hctx, cancel := context.WithTimeout(ctx, s.set.ConnectTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
@@ -202,6 +203,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *t
 		return
 	}
 	c := newConn(tc, s.set, s.log, &s.ctr, false)
+	c.batch = rb
 	c.peer, c.local = peer, w.ID
 	c.onRequest = func(hctx context.Context, st *Stream, f *http2.MetaHeadersFrame) {
 		s.wg.Add(1)
