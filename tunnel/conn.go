@@ -303,14 +303,16 @@ func (c *conn) resetByPeer(id uint32) error {
 		h.answered = true // counted once
 	}
 	_, live := c.streams[id]
-	crossed := c.resetSent.has(id) // both ends reset the stream at once
 	c.mu.Unlock()
 	switch {
 	case early:
 		h.cancel(errEarlyReset)
 		c.ctr.earlyResets.Add(1)
 		return c.spend(&c.fl.earlyResets, RefuseRapidReset)
-	case !live && !crossed:
+	case !live:
+		// Also when both ends reset the stream at once: one such frame is
+		// well within the budget, and a peer that keeps resetting a stream
+		// we reset is flooding.
 		return c.spend(&c.fl.empty, RefuseEmptyFlood)
 	}
 	return nil
@@ -405,9 +407,9 @@ func (c *conn) handleWindowUpdate(f *http2.WindowUpdateFrame) error {
 		if c.isIdleStreamID(f.StreamID) {
 			return http2.ConnectionError(http2.ErrCodeProtocol)
 		}
-		if c.resetSent.has(f.StreamID) {
-			return nil // in flight when our RST_STREAM left (RFC 9113 5.1)
-		}
+		// Never answered; one may have been in flight when our RST_STREAM
+		// left (RFC 9113 5.1), but each still costs a token: a peer that
+		// keeps sending them on a stream we reset is flooding.
 		return c.spend(&c.fl.empty, RefuseEmptyFlood)
 	}
 	s.sendWin += int64(f.Increment)
