@@ -20,6 +20,17 @@
 //     identity-based ALLOW rules cannot admit it; allowed connections are
 //     dialed and spliced like HBONE ones.
 //
+//   - Same node (local.go): under a Node, an HBONE route whose endpoint is
+//     another enrolled pod of the node (and whose tunnel is that pod's own
+//     15008, with the identity the route expects) skips the tunnel: the
+//     destination pod's checks run in process (loop ports, authorization
+//     with the source identity as authenticated, so STRICT admits it, live
+//     revocation) and its marked dial is spliced to the app's connection.
+//     Both sides are reported through the hooks with both identities and a
+//     zero TunnelAddr. The bytes never leave the two pods' loopbacks and
+//     the daemon; NodeConfig.TunnelSameNode turns it off. Not covered: the
+//     Guard's per-identity stream cap (no TLS peer to defend against).
+//
 // Start runs one pod (Config); Node keeps the pods of a node keyed by pod ID
 // for the enrolment layer (Set starts, restarts on a changed identity,
 // address or workload, and leaves an unchanged pod alone; Remove; Close).
