@@ -19,32 +19,67 @@ func (m *Metrics) TunnelHooks(reporter string) tunnel.Hooks {
 		panic(fmt.Sprintf("metrics: reporter must be %q or %q, not %q", ReporterSource, ReporterDestination, reporter))
 	}
 	return tunnel.Hooks{
-		OnStart: func(ci *tunnel.ConnInfo) {
-			s, _ := m.lookup(m.key(reporter, ci))
-			s.opened.Inc()
-		},
-		OnEnd: func(ci *tunnel.ConnInfo) {
-			k := m.key(reporter, ci)
-			s, collapsed := m.lookup(k)
-			if collapsed {
-				m.overflow.Inc()
-			}
-			if failedOutcome(ci.Outcome) {
-				s.failed.Inc()
-			} else {
-				s.closed.Inc()
-			}
-			if ci.BytesSent > 0 {
-				s.sent.Add(float64(ci.BytesSent))
-			}
-			if ci.BytesRecv > 0 {
-				s.recv.Add(float64(ci.BytesRecv))
-			}
-			if m.cfg.AccessLog != nil {
-				m.accessLog(&k, ci)
-			}
-		},
+		OnStart:  func(ci *tunnel.ConnInfo) { m.onStart(reporter, ci) },
+		OnEnd:    func(ci *tunnel.ConnInfo) { m.onEnd(reporter, ci) },
 		OnRefuse: m.countRefusal,
+	}
+}
+
+// onStart counts an established connection as opened and, when it reports
+// ConnInfo.Live, keeps it so that its bytes are counted while it is open.
+func (m *Metrics) onStart(reporter string, ci *tunnel.ConnInfo) {
+	s, _ := m.lookup(m.key(reporter, ci))
+	s.opened.Inc()
+	s.iOpened.Inc()
+	m.live.add(ci, s)
+}
+
+// onEnd counts the end of a connection. A live connection keeps the labels
+// it started with (only response_flags change), and its bytes go to the
+// series it was opened under, as ztunnel counts them; the bytes not yet
+// flushed are added now.
+func (m *Metrics) onEnd(reporter string, ci *tunnel.ConnInfo) {
+	toDst, fromDst, bs, live := m.live.end(ci)
+	var k labelKey
+	if live {
+		k = bs.key
+	} else {
+		k = m.key(reporter, ci)
+	}
+	k.flags = ci.Outcome
+	if k.flags == tunnel.OutcomeOK {
+		k.flags = NoFlags
+	}
+	s, collapsed := m.lookup(k)
+	if collapsed {
+		m.overflow.Inc()
+	}
+	if failedOutcome(ci.Outcome) {
+		// Never established: ambit counts it failed only; ztunnel counts
+		// every connection it handled as opened and closed, and a failed
+		// one in its failure counter too.
+		s.failed.Inc()
+		s.iOpened.Inc()
+		s.iClosed.Inc()
+		s.iFailed.Inc()
+	} else {
+		s.closed.Inc()
+		s.iClosed.Inc()
+		if s.istioFailed {
+			s.iFailed.Inc()
+		}
+	}
+	if !live {
+		bs = s
+		if k.flags != NoFlags && (ci.BytesSent > 0 || ci.BytesRecv > 0) {
+			nk := k
+			nk.flags = NoFlags
+			bs, _ = m.lookup(nk)
+		}
+	}
+	bs.addBytes(ci.BytesSent-toDst, ci.BytesRecv-fromDst)
+	if m.cfg.AccessLog != nil {
+		m.accessLog(&k, ci)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambit-mesh/ambit/identity"
@@ -22,10 +21,12 @@ const (
 	Unknown   = "unknown"    // no verified identity, or not a workload identity
 	Other     = "other"      // collapsed by the label set cap
 	MutualTLS = "mutual_tls" // both identities verified by the tunnel's TLS
+	None      = "none"       // connection_security_policy of a connection carried in plaintext (no tunnel)
 	NoFlags   = "-"          // response_flags of a connection that ended normally
 )
 
-var labelNames = []string{
+// ambitLabels are the labels of the ambit_tcp_* metrics.
+var ambitLabels = []string{
 	"reporter",
 	"source_workload", "source_workload_namespace", "source_principal", "source_app",
 	"destination_workload", "destination_workload_namespace", "destination_principal", "destination_app",
@@ -34,22 +35,43 @@ var labelNames = []string{
 }
 
 // WorkloadLabels are the labels only the node's tables know. Empty fields
-// are reported as "unknown".
+// are reported as "unknown" (CanonicalRevision: as Istio, "latest" when the
+// workload is known).
 type WorkloadLabels struct {
 	SourceWorkload, SourceApp           string // e.g. "frontend", "shop"
 	DestinationWorkload, DestinationApp string
-	DestinationService                  string // e.g. "backend.pay.svc.cluster.local"
+	// DestinationService is the Service's hostname, e.g.
+	// "backend.pay.svc.cluster.local"; DestinationServiceName and
+	// DestinationServiceNamespace its name and namespace.
+	DestinationService                                  string
+	DestinationServiceName, DestinationServiceNamespace string
+	// SourceNamespace and DestinationNamespace are the pods' namespaces
+	// when the tables know them; otherwise the namespace of the verified
+	// SPIFFE ID is reported.
+	SourceNamespace, DestinationNamespace string
+	// Istio's canonical service and revision of each side (see
+	// CanonicalService).
+	SourceCanonicalService, SourceCanonicalRevision           string
+	DestinationCanonicalService, DestinationCanonicalRevision string
 }
 
-// labelKey holds one connection's label values, in labelNames order.
+// peerKey is one side's label values.
+type peerKey struct {
+	workload, ns, principal, app, canonSvc, canonRev, cluster string
+}
+
+// labelKey holds everything a connection's label sets (ambit_ and
+// istio_) are made of.
 type labelKey struct {
-	reporter, srcWorkload, srcNS, srcPrincipal, srcApp, dstWorkload, dstNS, dstPrincipal, dstApp, dstService,
-	direction, policy, flags string
+	reporter                                 string
+	src, dst                                 peerKey
+	dstService, dstServiceName, dstServiceNS string
+	direction, policy, flags                 string
 }
 
-func (k *labelKey) values() []string {
-	return []string{k.reporter, k.srcWorkload, k.srcNS, k.srcPrincipal, k.srcApp, k.dstWorkload, k.dstNS, k.dstPrincipal,
-		k.dstApp, k.dstService, k.direction, k.policy, k.flags}
+func (k *labelKey) ambitValues() []string {
+	return []string{k.reporter, k.src.workload, k.src.ns, k.src.principal, k.src.app,
+		k.dst.workload, k.dst.ns, k.dst.principal, k.dst.app, k.dstService, k.direction, k.policy, k.flags}
 }
 
 // bounded returns v, or "unknown" when v is empty or an address: an
@@ -69,12 +91,8 @@ func bounded(v string) string {
 	return v
 }
 
-// series is a label set's resolved counters.
-type series struct {
-	opened, closed, failed, sent, recv prometheus.Counter
-}
-
-// principal is the Istio form of a SPIFFE ID: without "spiffe://".
+// principal is the Istio access-log form of a SPIFFE ID: without
+// "spiffe://" (the ambit_ metrics use it; istio_ metrics add the scheme).
 func principal(id spiffeid.ID) string {
 	if id.IsZero() {
 		return Unknown
@@ -101,24 +119,29 @@ func failedOutcome(o string) bool {
 	return false
 }
 
+// securityPolicy is connection_security_policy: a connection carried
+// without a tunnel (no HBONE listener address) is plaintext, "none" as
+// Istio's proxies report it; through a tunnel it is mutual_tls once both
+// identities are verified, "unknown" when it failed before that.
+func securityPolicy(ci *tunnel.ConnInfo) string {
+	switch {
+	case !ci.TunnelAddr.IsValid():
+		return None
+	case !ci.Source.IsZero() && !ci.Destination.IsZero():
+		return MutualTLS
+	}
+	return Unknown
+}
+
 func (m *Metrics) key(reporter string, ci *tunnel.ConnInfo) labelKey {
 	k := labelKey{
-		reporter:     reporter,
-		srcNS:        m.ns.namespace(ci.Source),
-		srcPrincipal: principal(ci.Source),
-		dstNS:        m.ns.namespace(ci.Destination),
-		dstPrincipal: principal(ci.Destination),
-		srcWorkload:  Unknown,
-		srcApp:       Unknown,
-		dstWorkload:  Unknown,
-		dstApp:       Unknown,
-		dstService:   Unknown,
-		direction:    string(ci.Direction),
-		policy:       Unknown,
-		flags:        ci.Outcome,
-	}
-	if !ci.Source.IsZero() && !ci.Destination.IsZero() {
-		k.policy = MutualTLS
+		reporter:   reporter,
+		src:        m.peer(ci.Source),
+		dst:        m.peer(ci.Destination),
+		dstService: Unknown, dstServiceName: Unknown, dstServiceNS: Unknown,
+		direction: string(ci.Direction),
+		policy:    securityPolicy(ci),
+		flags:     ci.Outcome,
 	}
 	if k.flags == tunnel.OutcomeOK {
 		k.flags = NoFlags
@@ -128,11 +151,39 @@ func (m *Metrics) key(reporter string, ci *tunnel.ConnInfo) labelKey {
 	}
 	if f := m.cfg.Workloads; f != nil {
 		w := f(ci)
-		k.srcWorkload, k.srcApp = bounded(w.SourceWorkload), bounded(w.SourceApp)
-		k.dstWorkload, k.dstApp = bounded(w.DestinationWorkload), bounded(w.DestinationApp)
+		m.fill(&k.src, w.SourceWorkload, w.SourceNamespace, w.SourceApp, w.SourceCanonicalService, w.SourceCanonicalRevision)
+		m.fill(&k.dst, w.DestinationWorkload, w.DestinationNamespace, w.DestinationApp, w.DestinationCanonicalService, w.DestinationCanonicalRevision)
 		k.dstService = bounded(w.DestinationService)
+		k.dstServiceName, k.dstServiceNS = bounded(w.DestinationServiceName), bounded(w.DestinationServiceNamespace)
 	}
 	return k
+}
+
+// peer starts one side's labels from its verified identity.
+func (m *Metrics) peer(id spiffeid.ID) peerKey {
+	return peerKey{workload: Unknown, ns: m.ns.namespace(id), principal: principal(id), app: Unknown,
+		canonSvc: Unknown, canonRev: Unknown, cluster: Unknown}
+}
+
+// fill adds what the tables know of one side. A known workload belongs to
+// this cluster (Config.ClusterID) and, as in Istio, has a canonical
+// service (default its workload name) and revision (default "latest").
+func (m *Metrics) fill(p *peerKey, workload, ns, app, canonSvc, canonRev string) {
+	p.workload, p.app = bounded(workload), bounded(app)
+	if ns != "" {
+		p.ns = bounded(ns)
+	}
+	if p.workload == Unknown {
+		return
+	}
+	p.cluster = m.cfg.ClusterID
+	if canonSvc == "" {
+		canonSvc = p.workload
+	}
+	if canonRev == "" {
+		canonRev = "latest"
+	}
+	p.canonSvc, p.canonRev = bounded(canonSvc), bounded(canonRev)
 }
 
 // lookup returns the counters for k, creating them within the cap. The
@@ -152,8 +203,9 @@ func (m *Metrics) lookup(k labelKey) (*series, bool) {
 	collapsed := false
 	if len(m.series) >= m.cfg.MaxSeries {
 		collapsed = true
-		k.srcPrincipal, k.dstPrincipal = Other, Other
-		k.srcWorkload, k.dstWorkload = Other, Other
+		for _, p := range []*peerKey{&k.src, &k.dst} {
+			p.principal, p.workload, p.canonSvc, p.canonRev = Other, Other, Other, Other
+		}
 		if s := m.series[k]; s != nil {
 			return s, true
 		}
@@ -161,7 +213,10 @@ func (m *Metrics) lookup(k labelKey) (*series, bool) {
 		// of the cap; past that every workload label is "other", which
 		// leaves only reporter x direction x policy x flags (< 100 sets).
 		if len(m.series) >= m.cfg.MaxSeries+m.cfg.MaxSeries/8 {
-			k.srcNS, k.dstNS, k.srcApp, k.dstApp, k.dstService = Other, Other, Other, Other, Other
+			for _, p := range []*peerKey{&k.src, &k.dst} {
+				p.ns, p.app, p.cluster = Other, Other, Other
+			}
+			k.dstService, k.dstServiceName, k.dstServiceNS = Other, Other, Other
 			if s := m.series[k]; s != nil {
 				return s, true
 			}
@@ -172,14 +227,7 @@ func (m *Metrics) lookup(k labelKey) (*series, bool) {
 				"max_series", m.cfg.MaxSeries)
 		}
 	}
-	v := k.values()
-	s = &series{
-		opened: m.opened.WithLabelValues(v...),
-		closed: m.closed.WithLabelValues(v...),
-		failed: m.failed.WithLabelValues(v...),
-		sent:   m.sent.WithLabelValues(v...),
-		recv:   m.recv.WithLabelValues(v...),
-	}
+	s = m.newSeries(&k)
 	m.series[k] = s
 	return s, collapsed
 }

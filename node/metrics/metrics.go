@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ambit-mesh/ambit/tunnel"
 )
@@ -45,6 +46,10 @@ type Config struct {
 	// failing while the tables keep serving their last known state
 	// (watch.InformerStatus.Stale). Optional.
 	InformersStale func() map[string]bool
+	// ClusterID is source_cluster/destination_cluster of the istio_
+	// metrics for workloads the tables know. Optional, default
+	// DefaultClusterID ("Kubernetes", Istio's default).
+	ClusterID string
 	// Now is the clock for certificate expiry. Optional, default time.Now.
 	Now func() time.Time
 }
@@ -55,9 +60,11 @@ type Metrics struct {
 	reg *prometheus.Registry
 	log *slog.Logger
 
-	opened, closed, failed, sent, recv *prometheus.CounterVec
-	overflow                           prometheus.Counter
-	refused                            *prometheus.CounterVec
+	opened, closed, failed, sent, recv      *prometheus.CounterVec
+	iOpened, iClosed, iFailed, iSent, iRecv *prometheus.CounterVec
+	live                                    *liveSet
+	overflow                                prometheus.Counter
+	refused                                 *prometheus.CounterVec
 
 	fetches       *prometheus.CounterVec
 	fetchDuration prometheus.Histogram
@@ -82,18 +89,31 @@ func New(cfg Config) (*Metrics, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.ClusterID == "" {
+		cfg.ClusterID = DefaultClusterID
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry(), log: cfg.Logger, series: map[labelKey]*series{}, ns: newNSCache(cfg.MaxSeries)}
+	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry(), log: cfg.Logger, series: map[labelKey]*series{}, ns: newNSCache(cfg.MaxSeries),
+		live: newLiveSet()}
 	conn := func(name, help string) *prometheus.CounterVec {
-		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labelNames)
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, ambitLabels)
+	}
+	istio := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, istioLabels)
 	}
 	m.opened = conn("ambit_tcp_connections_opened_total", "Connections established through the tunnel.")
 	m.closed = conn("ambit_tcp_connections_closed_total", "Established connections that ended.")
 	m.failed = conn("ambit_tcp_connections_failed_total", "Connections that ended before being established (response_flags says why).")
-	m.sent = conn("ambit_tcp_sent_bytes_total", "Payload bytes sent towards the destination, counted when a connection ends.")
-	m.recv = conn("ambit_tcp_received_bytes_total", "Payload bytes received from the destination, counted when a connection ends.")
+	m.sent = conn("ambit_tcp_sent_bytes_total", "Payload bytes sent towards the destination, counted while the connection is open.")
+	m.recv = conn("ambit_tcp_received_bytes_total", "Payload bytes received from the destination, counted while the connection is open.")
+	// Istio's standard TCP metrics with ztunnel's names, help and labels.
+	m.iOpened = istio("istio_tcp_connections_opened_total", "The total number of TCP connections opened")
+	m.iClosed = istio("istio_tcp_connections_closed_total", "The total number of TCP connections closed")
+	m.iFailed = istio("istio_tcp_connections_failed_total", "The total number of TCP connections that failed to establish (unstable)")
+	m.iRecv = istio("istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection")
+	m.iSent = istio("istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of a TCP connection")
 	m.overflow = prometheus.NewCounter(prometheus.CounterOpts{Name: "ambit_metrics_label_overflow_total",
 		Help: "Connections whose labels were collapsed to \"other\" because the label set cap was reached."})
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "ambit_hbone_refused_total",
@@ -113,6 +133,7 @@ func New(cfg Config) (*Metrics, error) {
 	build.WithLabelValues(cfg.Version, runtime.Version()).Set(1)
 
 	cs := []prometheus.Collector{m.opened, m.closed, m.failed, m.sent, m.recv, m.overflow, m.refused,
+		m.iOpened, m.iClosed, m.iFailed, m.iSent, m.iRecv,
 		m.fetches, m.fetchDuration, m.certChanges, build, &stateCollector{m: m},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	for _, c := range cs {
@@ -127,10 +148,29 @@ func New(cfg Config) (*Metrics, error) {
 // the capture's) or to gather in tests.
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// Handler serves the registry in the Prometheus exposition formats.
+// Handler serves the registry in the Prometheus exposition formats,
+// flushing the bytes of open connections first (see Gather).
 func (m *Metrics) Handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorLog: slogErrorLog{m.log}, Registry: m.reg})
+	return promhttp.HandlerFor(m, promhttp.HandlerOpts{ErrorLog: slogErrorLog{m.log}, Registry: m.reg})
 }
+
+// Gather implements prometheus.Gatherer: it adds the bytes open
+// connections carried since the last flush to the byte counters, then
+// gathers the registry, so every scrape sees the bytes up to that moment
+// and rate() is right while connections last for hours.
+func (m *Metrics) Gather() ([]*dto.MetricFamily, error) {
+	m.Flush()
+	return m.reg.Gather()
+}
+
+// Flush adds the bytes open connections carried since the last flush to
+// the byte counters (Gather calls it; the daemon may call it periodically
+// too). It reads counters the data path keeps (tunnel.ConnInfo.Live).
+func (m *Metrics) Flush() { m.live.flush() }
+
+// OpenConnections reports how many open connections have their bytes
+// counted as they flow.
+func (m *Metrics) OpenConnections() int { return m.live.size() }
 
 type slogErrorLog struct{ l *slog.Logger }
 

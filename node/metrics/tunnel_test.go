@@ -143,6 +143,15 @@ func TestThroughTunnel(t *testing.T) {
 		{"ambit_tcp_received_bytes_total", append([]string{`reporter="source"`}, both...)},
 		{"ambit_tcp_connections_failed_total", []string{`reporter="destination"`, `response_flags="DENY"`,
 			`source_principal="cluster.local/ns/evil/sa/intruder"`, `destination_principal="cluster.local/ns/pay/sa/backend"`}},
+		// Istio's names and values, as ztunnel reports them.
+		{"istio_tcp_connections_opened_total", []string{`reporter="destination"`, `response_flags="-"`, `request_protocol="tcp"`,
+			`source_principal="spiffe://cluster.local/ns/shop/sa/frontend"`, `destination_principal="spiffe://cluster.local/ns/pay/sa/backend"`,
+			`connection_security_policy="mutual_tls"`}},
+		{"istio_tcp_connections_opened_total", []string{`reporter="source"`, `response_flags="-"`,
+			`source_principal="spiffe://cluster.local/ns/shop/sa/frontend"`, `destination_principal="spiffe://cluster.local/ns/pay/sa/backend"`}},
+		{"istio_tcp_connections_failed_total", []string{`reporter="destination"`, `response_flags="DENY"`,
+			`source_principal="spiffe://cluster.local/ns/evil/sa/intruder"`}},
+		{"istio_tcp_received_bytes_total", []string{`reporter="destination"`, `response_flags="-"`}},
 	}
 	// The server's OnEnd runs on its own goroutine after the client saw
 	// the end: wait for it.
