@@ -60,6 +60,11 @@ type Conn struct {
 	Policy              string    `json:"policy,omitempty"`
 	Start               time.Time `json:"start"`
 	AgeSeconds          float64   `json:"age_seconds"`
+	// BytesSent and BytesReceived are the bytes carried so far towards
+	// the destination and from it (tunnel.ConnInfo.Live, read when the
+	// snapshot is taken; 0 when the data path does not report them).
+	BytesSent     int64 `json:"bytes_sent"`
+	BytesReceived int64 `json:"bytes_received"`
 }
 
 // Snapshot is the table at one moment, as served at /connections.
@@ -82,6 +87,7 @@ type entry struct {
 	srcID, dstID     spiffeid.ID
 	policy, workload string
 	start            time.Time
+	live             func() (int64, int64)
 }
 
 type shard struct {
@@ -177,7 +183,7 @@ func (t *Table) Start(ci *tunnel.ConnInfo) bool {
 		id: t.nextID.Add(1), dir: ci.Direction,
 		src: ci.SourceAddr, dst: ci.DestAddr, tun: ci.TunnelAddr,
 		srcID: ci.Source, dstID: ci.Destination,
-		policy: ci.Policy, start: ci.Start,
+		policy: ci.Policy, start: ci.Start, live: ci.Live,
 	}
 	if e.start.IsZero() {
 		e.start = t.cfg.Now()
@@ -285,6 +291,9 @@ func (t *Table) Snapshot() Snapshot {
 			Workload:       e.workload,
 			SourceIdentity: idString(e.srcID), DestinationIdentity: idString(e.dstID),
 			Policy: e.policy, Start: e.start.UTC(), AgeSeconds: age.Seconds(),
+		}
+		if e.live != nil {
+			out.Connections[i].BytesSent, out.Connections[i].BytesReceived = e.live()
 		}
 	}
 	return out

@@ -295,7 +295,8 @@ func TestNoSecretsInSnapshot(t *testing.T) {
 		keys = append(keys, k)
 	}
 	want := map[string]bool{"id": true, "direction": true, "source_addr": true, "destination_addr": true, "tunnel_addr": true,
-		"source_identity": true, "destination_identity": true, "policy": true, "start": true, "age_seconds": true}
+		"source_identity": true, "destination_identity": true, "policy": true, "start": true, "age_seconds": true,
+		"bytes_sent": true, "bytes_received": true}
 	for _, k := range keys {
 		if !want[k] {
 			t.Errorf("unexpected field %q", k)

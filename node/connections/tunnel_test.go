@@ -121,6 +121,23 @@ func TestThroughTunnel(t *testing.T) {
 		out.DestinationAddr != appAddr.String() || out.Workload != "outbound-side" {
 		t.Errorf("outbound = %+v", out)
 	}
+	// Bytes while open: "ping" each way on both sides (the server's echo
+	// write may be counted a moment after the client read it).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s := tbl.Snapshot()
+		ok := len(s.Connections) == 2
+		for _, c := range s.Connections {
+			ok = ok && c.BytesSent == 4 && c.BytesReceived == 4
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("live bytes: %+v, want 4/4 on both", s.Connections)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	_ = c.Close()
 	waitFor(t, tbl, 0)
 	got := gather(t, m.Registry())
