@@ -93,6 +93,11 @@ type Config struct {
 	ReservedPorts []uint16
 	// DialTimeout bounds a passthrough or app dial. Optional, default 10 s.
 	DialTimeout time.Duration
+	// ClusterDomain makes a Service's hostname (<name>.<namespace>.svc.
+	// <domain>), sent to the destination when a pod dialled a Service and
+	// reported to the hooks as ConnInfo.Forwarded.Host. Optional, default
+	// DefaultClusterDomain.
+	ClusterDomain string
 	// Logger. Optional, default slog.Default().
 	Logger *slog.Logger
 	// Now is the clock. Optional, default time.Now.
@@ -215,6 +220,9 @@ func Start(ctx context.Context, cfg Config) (*Pod, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = 10 * time.Second
+	}
+	if cfg.ClusterDomain == "" {
+		cfg.ClusterDomain = DefaultClusterDomain
 	}
 	ls, err := cfg.Capture.Listeners(cfg.PodID)
 	if err != nil {
@@ -406,10 +414,13 @@ func refuse(c net.Conn) {
 	c.Close()
 }
 
-// splice joins app and peer until both directions end and reports it.
+// splice joins a (the downstream: the app's or the client's socket) and
+// b until both directions end and reports it, with ConnInfo.Live read from
+// a's TCP counters.
 // revoked, when it holds a decision by then, says a policy change closed
 // the connection.
 func (p *Pod) splice(ci *tunnel.ConnInfo, a, b net.Conn, revoked *atomic.Pointer[authz.Decision]) {
+	ci.Live = liveBytes(a)
 	if p.cfg.Hooks.OnStart != nil {
 		p.cfg.Hooks.OnStart(ci)
 	}

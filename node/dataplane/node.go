@@ -38,6 +38,8 @@ type NodeConfig struct {
 	ReservedPorts []uint16
 	// DialTimeout is optional (default 10 s).
 	DialTimeout time.Duration
+	// ClusterDomain is optional (default DefaultClusterDomain).
+	ClusterDomain string
 	// Logger is optional (default slog.Default()).
 	Logger *slog.Logger
 	// Now is optional (default time.Now).
@@ -108,7 +110,7 @@ func (n *Node) Set(ctx context.Context, spec PodSpec) error {
 		Capture: n.cfg.Capture, Router: n.cfg.Router, Authorizer: n.cfg.Authorizer,
 		SVIDs: n.cfg.SVIDs, Bundles: n.cfg.Bundles, Live: n.cfg.Live, Hooks: n.cfg.Hooks,
 		Settings: n.cfg.Settings, DialTimeout: n.cfg.DialTimeout, Logger: n.cfg.Logger, Now: n.cfg.Now,
-		Guard: n.cfg.Guard, ReservedPorts: n.cfg.ReservedPorts,
+		Guard: n.cfg.Guard, ReservedPorts: n.cfg.ReservedPorts, ClusterDomain: n.cfg.ClusterDomain,
 	}
 	if !n.cfg.TunnelSameNode {
 		cfg.local = n.lookup

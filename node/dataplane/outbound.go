@@ -40,9 +40,14 @@ func (p *Pod) handleOutbound(app net.Conn) {
 		return
 	}
 	src := p.sourceAddr(dst.Addr())
-	ci.SourceAddr, ci.DestAddr = netip.AddrPortFrom(src, 0), dst
+	// The app's socket was connected to loopback, but its port is the one
+	// it has: the source is the pod's address with that port.
+	ci.SourceAddr, ci.DestAddr = netip.AddrPortFrom(src, addrPortOf(app.RemoteAddr()).Port()), dst
 	route := p.cfg.Router.Resolve(dst, src)
 	ci.Reason = route.Reason
+	if !route.Service.IsZero() {
+		ci.Forwarded.Host = ServiceHost(route.Service, p.cfg.ClusterDomain)
+	}
 	switch route.Kind {
 	case tables.HBONE:
 		p.outboundHBONE(app, ci, route)
@@ -78,6 +83,7 @@ func (p *Pod) outboundHBONE(app net.Conn, ci *tunnel.ConnInfo, route tables.Rout
 		Destination: route.Endpoint,
 		Tunnel:      route.Tunnel,
 		Expected:    []spiffeid.ID{route.Identity},
+		Host:        ci.Forwarded.Host,
 	})
 	cancel()
 	if err != nil {
@@ -112,4 +118,13 @@ func (p *Pod) outboundPassthrough(app net.Conn, ci *tunnel.ConnInfo, route table
 	}
 	p.stats.outPass.Add(1)
 	p.splice(ci, app, up, nil)
+}
+
+// DefaultClusterDomain is the Kubernetes cluster domain of Service
+// hostnames unless Config.ClusterDomain says otherwise.
+const DefaultClusterDomain = "cluster.local"
+
+// ServiceHost is a Service's hostname: <name>.<namespace>.svc.<domain>.
+func ServiceHost(svc tables.Ref, domain string) string {
+	return svc.Name + "." + svc.Namespace + ".svc." + domain
 }
