@@ -152,7 +152,8 @@ func (a *agent) run(stop context.Context) error {
 	}
 	met, err := metrics.New(metrics.Config{
 		Version: a.o.Version, AccessLog: a.o.AccessLog, Logger: a.log,
-		Workloads:      workloadLabels(tbl),
+		Workloads:      workloadLabels(tbl, cfg.ClusterDomain),
+		ClusterID:      cfg.ClusterID,
 		Informers:      func() map[string]bool { return informerMap(w.Status(), false) },
 		InformersStale: func() map[string]bool { return informerMap(w.Status(), true) },
 	})

@@ -19,12 +19,10 @@ import (
 	"github.com/ambit-mesh/ambit/node/config"
 	"github.com/ambit-mesh/ambit/node/dataplane"
 	"github.com/ambit-mesh/ambit/node/enrol"
-	"github.com/ambit-mesh/ambit/node/metrics"
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/node/watch"
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cniplugin"
-	"github.com/ambit-mesh/ambit/tunnel"
 )
 
 // loadBundle reads the PEM roots of the trust domain; identities of its
@@ -121,47 +119,6 @@ func informerMap(st watch.Status, stale bool) map[string]bool {
 		}
 	}
 	return m
-}
-
-// workloadLabels names both ends of a connection from the tables for the
-// metrics: workload and app names, never addresses.
-func workloadLabels(t *tables.Tables) func(*tunnel.ConnInfo) metrics.WorkloadLabels {
-	return func(ci *tunnel.ConnInfo) metrics.WorkloadLabels {
-		var l metrics.WorkloadLabels
-		if w, ok := t.Lookup(ci.SourceAddr.Addr().Unmap()); ok {
-			l.SourceWorkload, l.SourceApp = workloadName(w), appName(w)
-		}
-		if w, ok := t.Lookup(ci.DestAddr.Addr().Unmap()); ok {
-			l.DestinationWorkload, l.DestinationApp = workloadName(w), appName(w)
-		}
-		return l
-	}
-}
-
-// workloadName is the name of the pod's controller as it can be told from
-// the pod alone: a ReplicaSet's pod loses "-<template hash>-<suffix>", a
-// DaemonSet's or StatefulSet's pod its last segment; a bare pod keeps its
-// name.
-func workloadName(w tables.Workload) string {
-	if h := w.Labels.Get("pod-template-hash"); h != "" {
-		if i := strings.LastIndex(w.Name, "-"+h+"-"); i > 0 {
-			return w.Name[:i]
-		}
-	}
-	if w.Labels.Has("controller-revision-hash") {
-		if i := strings.LastIndex(w.Name, "-"); i > 0 {
-			return w.Name[:i]
-		}
-	}
-	return w.Name
-}
-
-// appName follows the usual labels: app.kubernetes.io/name, then app.
-func appName(w tables.Workload) string {
-	if v := w.Labels.Get("app.kubernetes.io/name"); v != "" {
-		return v
-	}
-	return w.Labels.Get("app")
 }
 
 // registerDump adds the daemon's sections to /config_dump. None holds key

@@ -203,7 +203,7 @@ func (a *agent) dataPath(tbl *tables.Tables, met *metrics.Metrics, ids *identity
 	a.connections = conns.SnapshotAny
 	return dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: pol.engine,
 		SVIDs: ids, Bundles: bundles, Live: pol.live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log,
-		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr),
+		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr), ClusterDomain: a.cfg.ClusterDomain,
 		Guard: tunnel.NewGuard(tunnel.GuardConfig{MaxHandshakes: a.cfg.HBONEMaxHandshakes,
 			MaxStreamsPerIdentity: a.cfg.HBONEMaxStreamsPerIdentity})})
 }

@@ -41,6 +41,10 @@ const (
 	DefaultNetnsDir          = "/var/run/netns"
 	DefaultCNIBinDir         = "/host/cni/bin"
 	DefaultCNIConfDir        = "/host/cni/net.d"
+	DefaultClusterID         = "Kubernetes"
+	DefaultClusterDomain     = "cluster.local"
+	DefaultAccessLog         = "all"
+	DefaultAccessLogFormat   = "ambit"
 )
 
 // Config is the node daemon's configuration. Every field has a flag (named
@@ -132,6 +136,23 @@ type Config struct {
 	// be a loopback address or "localhost". --admin-addr, optional, default
 	// 127.0.0.1:15000.
 	AdminAddr string
+	// ClusterID names this cluster in the istio_ metrics (source_cluster,
+	// destination_cluster), as Istio's global.multiCluster.clusterName.
+	// --cluster-id, optional, default Kubernetes.
+	ClusterID string
+	// ClusterDomain is the Kubernetes cluster domain of Service hostnames
+	// (<svc>.<ns>.svc.<domain>). --cluster-domain, optional, default
+	// cluster.local.
+	ClusterDomain string
+	// AccessLog says which connections get an access log line: all, failures
+	// (failed, refused, denied, revoked or reset) or off; the admin
+	// endpoint's /logging changes it at run time. --access-log, optional,
+	// default all.
+	AccessLog string
+	// AccessLogFormat names the access log's fields: ambit (source_addr,
+	// source_principal, ...) or ztunnel (src.addr, src.identity, ...).
+	// --access-log-format, optional, default ambit.
+	AccessLogFormat string
 	// IstioPolicies also reads Istio's security.istio.io AuthorizationPolicy
 	// and PeerAuthentication (when those CRDs exist) next to ambit's own.
 	// --istio-policies, optional, default false.
@@ -180,6 +201,10 @@ func Default() Config {
 		NetnsDir:              DefaultNetnsDir,
 		CNIBinDir:             DefaultCNIBinDir,
 		CNIConfDir:            DefaultCNIConfDir,
+		ClusterID:             DefaultClusterID,
+		ClusterDomain:         DefaultClusterDomain,
+		AccessLog:             DefaultAccessLog,
+		AccessLogFormat:       DefaultAccessLogFormat,
 	}
 }
 
@@ -260,6 +285,10 @@ func flagSet(c *Config) *flag.FlagSet {
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "listen address of /metrics")
 	fs.StringVar(&c.ReadyAddr, "ready-addr", c.ReadyAddr, "listen address of /healthz/ready")
 	fs.StringVar(&c.AdminAddr, "admin-addr", c.AdminAddr, "loopback listen address of the admin endpoint")
+	fs.StringVar(&c.ClusterID, "cluster-id", c.ClusterID, "cluster name in the istio_ metrics (source_cluster, destination_cluster)")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "Kubernetes cluster domain of Service hostnames")
+	fs.StringVar(&c.AccessLog, "access-log", c.AccessLog, "connections logged: all, failures or off (changeable at run time on /logging)")
+	fs.StringVar(&c.AccessLogFormat, "access-log-format", c.AccessLogFormat, "access log field names: ambit or ztunnel")
 	fs.BoolVar(&c.IstioPolicies, "istio-policies", c.IstioPolicies, "also enforce Istio's security.istio.io policies when their CRDs exist")
 	fs.BoolVar(&c.FIPS, "fips", c.FIPS, "restrict TLS to FIPS-approved algorithms")
 	fs.IntVar(&c.HBONEMaxHandshakes, "hbone-max-handshakes", c.HBONEMaxHandshakes, "cap on TLS handshakes in progress on the HBONE listeners (0: built-in default 1024; negative: none)")

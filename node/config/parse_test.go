@@ -38,6 +38,10 @@ func TestChartArgs(t *testing.T) {
 		"--ready-addr=:15021",
 		"--admin-addr=127.0.0.1:15000",
 		"--fips",
+		"--cluster-id=east",
+		"--cluster-domain=corp.local",
+		"--access-log=failures",
+		"--access-log-format=ztunnel",
 	}
 	c, err := Parse(args, env(map[string]string{"NODE_NAME": "ignored", "POD_NAME": "ambit-x7k2p", "POD_NAMESPACE": "ambit-system"}))
 	if err != nil {
@@ -51,6 +55,7 @@ func TestChartArgs(t *testing.T) {
 		LogLevel: "debug", MetricsAddr: ":15020", ReadyAddr: ":15021", AdminAddr: "127.0.0.1:15000",
 		FIPS: true, PodName: "ambit-x7k2p", PodNamespace: "ambit-system",
 		NetnsDir: DefaultNetnsDir, CNIBinDir: DefaultCNIBinDir, CNIConfDir: DefaultCNIConfDir,
+		ClusterID: "east", ClusterDomain: "corp.local", AccessLog: "failures", AccessLogFormat: "ztunnel",
 	}
 	c.origin = nil
 	if !reflect.DeepEqual(c, want) {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -42,6 +43,10 @@ func (c Config) Validate() error {
 		func() error { return c.checkSelector("mesh-namespace-selector", c.MeshNamespaceSelector) },
 		func() error { return c.checkSelector("mesh-pod-opt-out", c.MeshPodOptOut) },
 		c.checkLogLevel,
+		func() error { return c.checkName("cluster-domain", c.ClusterDomain, validation.IsDNS1123Subdomain) },
+		func() error { return c.checkName("cluster-id", c.ClusterID, validation.IsValidLabelValue) },
+		func() error { return c.checkOneOf("access-log", c.AccessLog, "all", "failures", "off") },
+		func() error { return c.checkOneOf("access-log-format", c.AccessLogFormat, "ambit", "ztunnel") },
 		func() error { return c.checkListen("metrics-addr", c.MetricsAddr, false) },
 		func() error { return c.checkListen("ready-addr", c.ReadyAddr, false) },
 		func() error { return c.checkListen("admin-addr", c.AdminAddr, true) },
@@ -204,6 +209,13 @@ func (c Config) checkSelector(flagName, v string) error {
 func (c Config) checkLogLevel() error {
 	if _, ok := logLevels[strings.ToLower(c.LogLevel)]; !ok {
 		return c.bad("log-level", c.LogLevel, "unknown level (want debug, info, warn or error)", nil)
+	}
+	return nil
+}
+
+func (c Config) checkOneOf(flagName, v string, allowed ...string) error {
+	if !slices.Contains(allowed, v) {
+		return c.bad(flagName, v, "want one of "+strings.Join(allowed, ", "), nil)
 	}
 	return nil
 }

@@ -111,6 +111,9 @@ func TestBadInput(t *testing.T) {
 		{"opt-out selector empty from env", nil, map[string]string{"AMBIT_MESH_POD_OPT_OUT": " "}, "AMBIT_MESH_POD_OPT_OUT",
 			`AMBIT_MESH_POD_OPT_OUT " ": must not be empty (an empty selector matches everything)`},
 		{"log level", []string{"--log-level=verbose"}, nil, "--log-level", `--log-level "verbose": unknown level (want debug, info, warn or error)`},
+		{"access log", []string{"--access-log=some"}, nil, "--access-log", `--access-log "some": want one of all, failures, off`},
+		{"access log format", nil, map[string]string{"AMBIT_ACCESS_LOG_FORMAT": "envoy"}, "AMBIT_ACCESS_LOG_FORMAT", `AMBIT_ACCESS_LOG_FORMAT "envoy": want one of ambit, ztunnel`},
+		{"cluster domain", []string{"--cluster-domain=Bad_Domain"}, nil, "--cluster-domain", ""},
 		{"log level from env", nil, map[string]string{"AMBIT_LOG_LEVEL": "trace"}, "AMBIT_LOG_LEVEL", `AMBIT_LOG_LEVEL "trace": unknown level (want debug, info, warn or error)`},
 
 		// Listen addresses.
