@@ -63,7 +63,7 @@ func (p *Pod) outboundLocal(app net.Conn, ci *tunnel.ConnInfo, route tables.Rout
 	out := *ci
 	out.Destination, out.DestAddr = d.cfg.Identity, dst
 	in := tunnel.ConnInfo{Direction: tunnel.Inbound, Source: p.cfg.Identity, Destination: d.cfg.Identity,
-		SourceAddr: ci.SourceAddr, DestAddr: dst, Start: ci.Start}
+		SourceAddr: ci.SourceAddr, DestAddr: dst, Start: ci.Start, Forwarded: ci.Forwarded}
 	fail := func(outcome, reason string, err error) {
 		refuse(app)
 		p.stats.outFailed.Add(1)
@@ -129,6 +129,8 @@ func (p *Pod) outboundLocal(app net.Conn, ci *tunnel.ConnInfo, route tables.Rout
 	defer cancel()
 	stop := context.AfterFunc(d.ctx, cancel)
 	defer stop()
+	out.Live = liveBytes(app)
+	in.Live = out.Live
 	if p.cfg.Hooks.OnStart != nil {
 		p.cfg.Hooks.OnStart(&out)
 	}

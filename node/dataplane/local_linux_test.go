@@ -130,6 +130,19 @@ func TestSameNodeShortcut(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("app in B never saw the connection")
 	}
+	// While open, both reports count the bytes (ConnInfo.Live).
+	for _, st := range s.hooks.starts() {
+		if st.Live == nil {
+			t.Fatalf("%s report without ConnInfo.Live", st.Direction)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for to, from := st.Live(); to != int64(len(marker)) || from != int64(len(marker)); to, from = st.Live() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s live bytes %d/%d, want %d each way", st.Direction, to, from, len(marker))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 	conn.Close()
 	srv := s.hooks.nextEnd(t, tunnel.Inbound)
 	if srv.Source != s.idA || srv.Destination != s.idB || srv.Outcome != tunnel.OutcomeOK || srv.DestAddr != s.dst ||

@@ -143,6 +143,12 @@ func TestPlaintextIsNone(t *testing.T) {
 	out.Direction, out.Destination, out.TunnelAddr = tunnel.Outbound, spiffeid.ID{}, netip.AddrPort{}
 	h.OnStart(out)
 	h.OnEnd(out)
+	local := conn(tunnel.OutcomeOK) // same-node shortcut: both identities held by the daemon, no tunnel
+	local.TunnelAddr = netip.AddrPort{}
+	h.OnEnd(local)
+	if got, _ := value(t, m, "istio_tcp_connections_closed_total", map[string]string{"connection_security_policy": "mutual_tls"}); got != 1 {
+		t.Errorf("same-node closed{mutual_tls} = %v, want 1", got)
+	}
 	for _, name := range []string{"istio_tcp_connections_closed_total", "ambit_tcp_connections_closed_total"} {
 		for _, r := range []string{ReporterSource, ReporterDestination} {
 			if got, _ := value(t, m, name, map[string]string{"reporter": r, "connection_security_policy": "none"}); got != 1 {

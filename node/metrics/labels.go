@@ -119,16 +119,18 @@ func failedOutcome(o string) bool {
 	return false
 }
 
-// securityPolicy is connection_security_policy: a connection carried
+// securityPolicy is connection_security_policy: mutual_tls when both
+// identities are known (verified by the tunnel's TLS, or held by the
+// daemon for a same-node connection); otherwise a connection carried
 // without a tunnel (no HBONE listener address) is plaintext, "none" as
-// Istio's proxies report it; through a tunnel it is mutual_tls once both
-// identities are verified, "unknown" when it failed before that.
+// Istio's proxies report it, and a tunnel that failed before both were
+// verified is "unknown".
 func securityPolicy(ci *tunnel.ConnInfo) string {
 	switch {
-	case !ci.TunnelAddr.IsValid():
-		return None
 	case !ci.Source.IsZero() && !ci.Destination.IsZero():
 		return MutualTLS
+	case !ci.TunnelAddr.IsValid():
+		return None
 	}
 	return Unknown
 }
