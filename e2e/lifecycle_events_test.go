@@ -177,6 +177,14 @@ func (m *mesh) lcDaemonPodDelete(ctx context.Context, t *testing.T) {
 	node := m.c.Nodes[1].Name
 	old := m.daemonPod(ctx, node)
 	cs := m.c.Clientset()
+	logs := m.followDaemonLogs(ctx, []string{old.Name})
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon logs (access log dropped):\n%s", logs.text(context.WithoutCancel(ctx)))
+		} else {
+			logs.stop()
+		}
+	}()
 	t0 := time.Now()
 	if err := cs.CoreV1().Pods(chartNamespace).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -246,6 +254,18 @@ func (m *mesh) lcUpgrade(ctx context.Context, t *testing.T, chart string) {
 		old[m.daemonPod(ctx, n.Name).Name] = true
 	}
 	tgt := e.target(ctx)
+	var oldNames []string
+	for o := range old {
+		oldNames = append(oldNames, o)
+	}
+	logs := m.followDaemonLogs(ctx, oldNames)
+	defer func() {
+		if t.Failed() {
+			t.Logf("daemon logs (access log dropped):\n%s", logs.text(context.WithoutCancel(ctx)))
+		} else {
+			logs.stop()
+		}
+	}()
 	t0 := time.Now()
 	if out, err := m.c.Helm(ctx, "upgrade", "ambit", chart, "-n", chartNamespace, "--reuse-values",
 		"--set-string", "daemon.podAnnotations.lifecycle-rev="+strconv.FormatInt(t0.Unix(), 10)); err != nil {

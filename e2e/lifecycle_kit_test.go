@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -510,4 +511,83 @@ func (o *outcome) failsDetail() string {
 		fails = append(slices.Clip(fails[:20]), fmt.Sprintf("... %d more", len(o.loopFails)-20))
 	}
 	return strings.Join(append(fails, o.holdCutMsgs...), "\n")
+}
+
+// daemonLogs follows the ambit container's log of each named daemon pod
+// from now on (pods about to be replaced: their logs go with them), keeping
+// every line but the access log. text returns what was collected, then
+// every current daemon's log (tail, access log dropped), for a failure
+// report.
+type daemonLogs struct {
+	m      *mesh
+	mu     sync.Mutex
+	lines  []string
+	cancel context.CancelFunc
+	done   sync.WaitGroup
+}
+
+func (m *mesh) followDaemonLogs(ctx context.Context, pods []string) *daemonLogs {
+	ctx, cancel := context.WithCancel(ctx)
+	d := &daemonLogs{m: m, cancel: cancel}
+	for _, p := range pods {
+		d.done.Add(1)
+		go func() {
+			defer d.done.Done()
+			rc, err := m.c.Clientset().CoreV1().Pods(chartNamespace).GetLogs(p, &corev1.PodLogOptions{Container: "ambit", Follow: true, SinceSeconds: ptrTo(int64(5))}).Stream(ctx)
+			if err != nil {
+				d.add(p, "(log stream: "+err.Error()+")")
+				return
+			}
+			defer rc.Close()
+			s := bufio.NewScanner(rc)
+			s.Buffer(make([]byte, 64<<10), 1<<20)
+			for s.Scan() {
+				if !strings.Contains(s.Text(), `"log":"access"`) {
+					d.add(p, s.Text())
+				}
+			}
+		}()
+	}
+	return d
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+func (d *daemonLogs) add(pod, line string) {
+	d.mu.Lock()
+	d.lines = append(d.lines, "["+pod+"] "+line)
+	d.mu.Unlock()
+}
+
+func (d *daemonLogs) stop() {
+	d.cancel()
+	d.done.Wait()
+}
+
+func (d *daemonLogs) text(ctx context.Context) string {
+	d.stop()
+	d.mu.Lock()
+	out := strings.Join(d.lines, "\n")
+	d.mu.Unlock()
+	pods, err := d.m.c.Clientset().CoreV1().Pods(chartNamespace).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=ambit"})
+	if err != nil {
+		return out
+	}
+	for _, p := range pods.Items {
+		b, err := d.m.c.Clientset().CoreV1().Pods(chartNamespace).GetLogs(p.Name, &corev1.PodLogOptions{Container: "ambit", TailLines: ptrTo(int64(5000))}).DoRaw(ctx)
+		if err != nil {
+			continue
+		}
+		var keep []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" && !strings.Contains(l, `"log":"access"`) {
+				keep = append(keep, "["+p.Name+" (current)] "+l)
+			}
+		}
+		if len(keep) > 150 {
+			keep = keep[len(keep)-150:]
+		}
+		out += "\n" + strings.Join(keep, "\n")
+	}
+	return out
 }
