@@ -61,6 +61,8 @@ type Manager struct {
 	mu    sync.Mutex
 	local map[string]*podRuntime // pod ID -> in-process resources
 	slots map[uint32]string      // listeners-map slot -> pod ID
+	// token names this Manager in the takeover file (BeginTakeover).
+	token string
 }
 
 var globalLinks = []struct {
@@ -111,7 +113,7 @@ func New(ctx context.Context, opts Options) (*Manager, error) {
 			return nil, fmt.Errorf("redirect: %w", err)
 		}
 	}
-	m := &Manager{opts: opts, log: opts.Logger, local: map[string]*podRuntime{}, slots: map[uint32]string{}}
+	m := &Manager{opts: opts, log: opts.Logger, local: map[string]*podRuntime{}, slots: map[uint32]string{}, token: newToken()}
 	if err := m.ensureGlobal(ctx); err != nil {
 		m.closeMaps()
 		return nil, err

@@ -123,6 +123,34 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 		delete(m.local, pod.ID)
 		r = nil
 	}
+	if prev == nil {
+		// One namespace, one capture: a namespace already captured under
+		// another ID (a predecessor enrolled the pod at its CNI ADD while
+		// this process was starting; this one finds it running) is taken
+		// over under pod.ID, its slot and programs kept. Two captures would
+		// attach two inbound programs, and the other one's slot empties
+		// when its process exits: every connection would be dropped.
+		other, err := m.capturedAs(cookie, pod.ID)
+		if err != nil {
+			return fail(err)
+		}
+		if other != nil {
+			m.log.Info("capture: namespace already captured under another ID; taking it over", "pod", pod.ID, "was", other.Pod.ID)
+			if err := m.rekey(other, pod.ID); err != nil {
+				return fail(err)
+			}
+			if lr := m.local[other.Pod.ID]; lr != nil {
+				delete(m.local, other.Pod.ID)
+				if r == nil {
+					r = lr
+				} else {
+					lr.close()
+				}
+			}
+			prev = other
+			prev.Pod.ID = pod.ID
+		}
+	}
 	dir := m.podDir(pod.ID)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fail(fmt.Errorf("redirect: %w", err))
@@ -135,6 +163,7 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 			return fail(err)
 		}
 	} else if st.Slot, err = m.allocSlot(pod.ID); err != nil {
+		_ = os.Remove(dir) // made above, still empty
 		return fail(err)
 	}
 	if err := m.ensurePodPrograms(ns, prev, st); err != nil {

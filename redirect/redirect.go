@@ -21,6 +21,10 @@ var (
 	// ErrNoOriginalDst: the accepted connection has no recorded original
 	// destination (not captured, or the entry was evicted); close it.
 	ErrNoOriginalDst = errors.New("redirect: no original destination recorded")
+	// ErrHandedOver: a newer daemon process has begun taking the node over
+	// (BeginTakeover); this one captures no new pod. A CNI ADD failing with
+	// it is retried by the runtime and reaches the successor.
+	ErrHandedOver = errors.New("redirect: a newer daemon process is taking the node over")
 )
 
 // Default mark of ambit's own sockets (SO_MARK); capture ignores sockets

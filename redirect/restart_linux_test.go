@@ -340,3 +340,101 @@ func TestOverlappingManagersNeverShareASlot(t *testing.T) {
 	sB.drain()
 	sC.drain()
 }
+
+// A predecessor enrolled a pod at its CNI ADD (capture ID: the container)
+// after this process had recovered; this process then finds the pod
+// running and enrols it under another ID (its namespace's). The namespace
+// must end up with one capture, this process's: two would attach two
+// inbound programs, and the predecessor's slot empties when it exits
+// (seen in the cluster: a pod created during `helm upgrade` timed out on
+// every connection).
+func TestSameNamespaceUnderAnotherIDIsTakenOver(t *testing.T) {
+	l := newLab(t)
+	b, x := l.pod("pod-b", 3), l.pod("pod-x", 6) // x: not enrolled, the client
+	pinDir, stateDir := filepath.Join(mountBPFFS(t), "ambit"), t.TempDir()
+	ctx := ctxT(t, 30*time.Second)
+
+	old := newManager(t, pinDir, stateDir)
+	succ := newManager(t, pinDir, stateDir)
+	t.Cleanup(func() { succ.Uninstall(context.Background()) })
+	byCNI := b.netns()
+	byCNI.ID = "container-b"
+	if err := old.Apply(ctx, byCNI, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	was, err := old.readState("container-b")
+	if err != nil || was == nil {
+		t.Fatalf("state: %v %v", was, err)
+	}
+	running := b.netns()
+	running.ID = "netns-b"
+	if err := succ.Apply(ctx, running, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := succ.stateIDs()
+	if err != nil || !slices.Equal(ids, []string{"netns-b"}) {
+		t.Fatalf("recorded captures %v (%v), want only netns-b", ids, err)
+	}
+	now, err := succ.readState("netns-b")
+	if err != nil || now == nil || now.Slot != was.Slot {
+		t.Fatalf("netns-b: %+v (%v), want the slot %d it was captured with", now, err, was.Slot)
+	}
+	old.Close() // the predecessor exits: its listeners leave the sockmap
+	ls, err := succ.Listeners("netns-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := serve(ls.Inbound)
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	conn, err := x.dial(dctx, netip.AddrPortFrom(b.v4, 8080))
+	cancel()
+	if err != nil {
+		t.Fatalf("connect after the predecessor exited: %v", err)
+	}
+	if err := roundTrip(conn, "hello"); err != nil {
+		t.Errorf("after the predecessor exited: %v", err)
+	}
+	conn.Close()
+	if srv.accepted.Load() != 1 {
+		t.Errorf("this process's listener accepted %d connections, want 1", srv.accepted.Load())
+	}
+	srv.drain()
+	if st := state(t, succ); strings.Count(st, "sk_lookup") > 1 {
+		t.Errorf("more than one inbound program recorded:\n%s", st)
+	}
+}
+
+// Once a successor has begun taking the node over, the predecessor
+// captures no new pod (its CNI ADD fails and the runtime retries it on the
+// successor), while what it already captured stays its own until taken
+// over.
+func TestPredecessorCapturesNoNewPodAfterBeginTakeover(t *testing.T) {
+	l := newLab(t)
+	b, c := l.pod("pod-b", 3), l.pod("pod-c", 4)
+	pinDir, stateDir := filepath.Join(mountBPFFS(t), "ambit"), t.TempDir()
+	ctx := ctxT(t, 30*time.Second)
+
+	old := newManager(t, pinDir, stateDir)
+	defer old.Close()
+	if err := old.Apply(ctx, b.netns(), Config{}); err != nil {
+		t.Fatal(err)
+	}
+	succ := newManager(t, pinDir, stateDir)
+	t.Cleanup(func() { succ.Uninstall(context.Background()) })
+	rec, err := succ.BeginTakeover()
+	if err != nil || len(rec) != 1 || rec[0].ID != "pod-b" {
+		t.Fatalf("BeginTakeover: %v %v, want pod-b recorded", rec, err)
+	}
+	if err := old.Apply(ctx, c.netns(), Config{}); !errors.Is(err, ErrHandedOver) {
+		t.Fatalf("predecessor's Apply of a new pod after BeginTakeover: %v, want ErrHandedOver", err)
+	}
+	if ids, _ := succ.stateIDs(); !slices.Equal(ids, []string{"pod-b"}) {
+		t.Errorf("recorded after the refused Apply: %v, want only pod-b (nothing half made)", ids)
+	}
+	if err := old.Apply(ctx, b.netns(), Config{}); err != nil {
+		t.Errorf("predecessor re-applying a pod it holds: %v", err)
+	}
+	if err := succ.Apply(ctx, c.netns(), Config{}); err != nil {
+		t.Errorf("successor's Apply of the new pod: %v", err)
+	}
+}

@@ -1,6 +1,8 @@
 package redirect
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -108,6 +110,9 @@ func (m *Manager) allocSlot(id string) (uint32, error) {
 		return 0, err
 	}
 	defer unlock()
+	if owner := m.takeoverOwner(); owner != "" && owner != m.token {
+		return 0, ErrHandedOver
+	}
 	used, err := m.slotsInUse()
 	if err != nil {
 		return 0, err
@@ -172,4 +177,92 @@ func (m *Manager) releaseSlot(n uint32, id string) error {
 		return fmt.Errorf("redirect: release slot %d: %w", n, err)
 	}
 	return nil
+}
+
+// capturedAs finds the recorded capture of the namespace with this cookie
+// under another ID than id (nil: none).
+func (m *Manager) capturedAs(cookie uint64, id string) (*podState, error) {
+	ids, err := m.stateIDs()
+	if err != nil {
+		return nil, err
+	}
+	for _, other := range ids {
+		if other == id {
+			continue
+		}
+		st, err := m.readState(other)
+		if err == nil && st != nil && st.Cookie == cookie {
+			return st, nil
+		}
+	}
+	return nil, nil
+}
+
+// rekey moves the capture recorded as st.Pod.ID to id: its pin directory
+// (links and stats), its slot claim and its state file. The kernel objects
+// do not change.
+func (m *Manager) rekey(st *podState, id string) error {
+	old := st.Pod.ID
+	if err := os.Remove(m.podDir(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("redirect: take over capture %s as %s: %w", old, id, err)
+	}
+	if err := os.Rename(m.podDir(old), m.podDir(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("redirect: take over capture %s as %s: %w", old, id, err)
+	}
+	moved := *st
+	moved.Pod.ID = id
+	if err := m.keepSlot(st.Slot, id); err != nil {
+		return err
+	}
+	if err := m.writeState(&moved); err != nil {
+		return err
+	}
+	if err := os.Remove(m.statePath(old)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("redirect: take over capture %s as %s: %w", old, id, err)
+	}
+	return nil
+}
+
+// The takeover file (<StateDir>/slots/owner) names the Manager of the
+// newest daemon process, written by BeginTakeover under the slot lock.
+// Without it, a pod the old process captured at its CNI ADD after the
+// successor listed the recorded pods (and before the successor's CNI
+// socket served) would be unknown to the successor, and its connections
+// would wait in the old process's listeners after that one stopped.
+const takeoverFile = "owner"
+
+func newToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (m *Manager) takeoverOwner() string {
+	b, err := os.ReadFile(filepath.Join(m.opts.StateDir, slotsDir, takeoverFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// BeginTakeover makes this Manager the node's newest: from now on any other
+// Manager (a predecessor still serving CNI ADDs) refuses to capture a new
+// pod with ErrHandedOver. It returns the pods recorded at that moment, as
+// Recorded does; a capture another Manager began before is either among
+// them or claimed under another ID and taken over when this one captures
+// its namespace (Apply).
+func (m *Manager) BeginTakeover() ([]PodNetns, error) {
+	unlock, err := m.lockSlots()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	p := filepath.Join(m.opts.StateDir, slotsDir, takeoverFile)
+	if err := os.WriteFile(p+".tmp", []byte(m.token+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("redirect: takeover: %w", err)
+	}
+	if err := os.Rename(p+".tmp", p); err != nil {
+		return nil, fmt.Errorf("redirect: takeover: %w", err)
+	}
+	return m.Recorded()
 }

@@ -227,7 +227,7 @@ func (a *agent) run(stop context.Context) error {
 	if err := synced(ctx); err != nil {
 		return err
 	}
-	recorded, err := capture.Recorded()
+	recorded, err := capture.BeginTakeover()
 	if err != nil {
 		return fmt.Errorf("capture state: %w", err)
 	}
