@@ -18,7 +18,7 @@ func FuzzLogging(f *testing.F) {
 	f.Fuzz(func(t *testing.T, level string) {
 		var lv slog.LevelVar
 		lv.Set(slog.LevelWarn)
-		h := loggingHandler(&lv, slog.New(slog.DiscardHandler), func(string) {})
+		h := loggingHandler(&lv, nil, slog.New(slog.DiscardHandler), func(string) {})
 		rec := httptest.NewRecorder()
 		h(rec, httptest.NewRequest(http.MethodPost, "/logging?level="+url.QueryEscape(level), nil))
 		want, valid := levelNames[strings.ToLower(level)]

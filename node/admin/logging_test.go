@@ -89,3 +89,49 @@ func badRequests(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	return sum
 }
+
+// accessCtl is a hand-written AccessLogControl.
+type accessCtl struct {
+	mu    sync.Mutex
+	level string
+}
+
+func (a *accessCtl) AccessLogLevel() string { a.mu.Lock(); defer a.mu.Unlock(); return a.level }
+func (a *accessCtl) SetAccessLogLevel(l string) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.level = l
+	return nil
+}
+
+func TestLoggingAccessLog(t *testing.T) {
+	var lv slog.LevelVar
+	ctl := &accessCtl{level: "all"}
+	srv, err := New(Config{Level: &lv, AccessLog: ctl})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, srv.Handler()) + "/logging"
+	if code, body := do(t, "GET", url); code != 200 || body != "level: info\naccess_log: all\n" {
+		t.Fatalf("GET: %d %q", code, body)
+	}
+	if code, body := do(t, "POST", url+"?access_log=failures"); code != 200 || body != "level: info\naccess_log: failures\n" {
+		t.Fatalf("POST access_log: %d %q", code, body)
+	}
+	if code, body := do(t, "POST", url+"?access_log=off&level=warn"); code != 200 || body != "level: warn\naccess_log: off\n" {
+		t.Fatalf("POST both: %d %q", code, body)
+	}
+	for _, bad := range []string{"?access_log=some", "?access_log=all&level=verbose", "?access_log="} {
+		if code, _ := do(t, "POST", url+bad); code != 400 {
+			t.Errorf("POST %s: %d, want 400", bad, code)
+		}
+	}
+	if ctl.AccessLogLevel() != "off" || lv.Level() != slog.LevelWarn {
+		t.Errorf("a refused request changed something: access %s level %v", ctl.AccessLogLevel(), lv.Level())
+	}
+	// Without a control, access_log is refused and nothing changes.
+	srv2, _ := New(Config{Level: &lv})
+	if code, _ := do(t, "POST", serve(t, srv2.Handler())+"/logging?access_log=all"); code != 400 {
+		t.Errorf("access_log without a control: %d, want 400", code)
+	}
+}

@@ -28,6 +28,9 @@ type Config struct {
 	AllowNonLoopback bool
 	// Level is the level /logging reads and changes. Required.
 	Level *slog.LevelVar
+	// AccessLog lets /logging read and change the access log level
+	// (?access_log=all|failures|off). Optional.
+	AccessLog AccessLogControl
 	// ConfigDump provides /config_dump. Optional: default empty.
 	ConfigDump *ConfigDump
 	// Connections provides GET /connections: a JSON-encodable snapshot of
@@ -81,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /config_dump", configDumpHandler(cfg.ConfigDump, cfg.Logger, bad))
 	mux.Handle("GET /connections", connectionsHandler(cfg.Connections, cfg.Logger))
-	mux.Handle("/logging", loggingHandler(cfg.Level, cfg.Logger, bad))
+	mux.Handle("/logging", loggingHandler(cfg.Level, cfg.AccessLog, cfg.Logger, bad))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

@@ -152,6 +152,7 @@ func (a *agent) run(stop context.Context) error {
 	}
 	met, err := metrics.New(metrics.Config{
 		Version: a.o.Version, AccessLog: a.o.AccessLog, Logger: a.log,
+		AccessLogFormat: cfg.AccessLogFormat, AccessLogLevel: cfg.AccessLog,
 		Workloads:      workloadLabels(tbl, cfg.ClusterDomain),
 		ClusterID:      cfg.ClusterID,
 		Informers:      func() map[string]bool { return informerMap(w.Status(), false) },
@@ -300,7 +301,7 @@ func (a *agent) stopping(owner, self string, uninstallCNI func() error) {
 
 // serve starts the metrics, readiness and admin servers.
 func (a *agent) serve(ctx context.Context, g *group, met *metrics.Metrics, ids *identity.Manager) error {
-	adm, err := admin.New(admin.Config{Addr: a.cfg.AdminAddr, Level: a.o.Level, ConfigDump: a.dump, Logger: a.log, Registerer: met.Registry(),
+	adm, err := admin.New(admin.Config{Addr: a.cfg.AdminAddr, Level: a.o.Level, AccessLog: met, ConfigDump: a.dump, Logger: a.log, Registerer: met.Registry(),
 		Connections: a.connections})
 	if err != nil {
 		return err

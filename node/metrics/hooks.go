@@ -78,7 +78,7 @@ func (m *Metrics) onEnd(reporter string, ci *tunnel.ConnInfo) {
 		}
 	}
 	bs.addBytes(ci.BytesSent-toDst, ci.BytesRecv-fromDst)
-	if m.cfg.AccessLog != nil {
+	if m.logged(ci) {
 		m.accessLog(&k, ci)
 	}
 }

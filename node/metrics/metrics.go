@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,12 @@ type Config struct {
 	// AccessLog receives one line per connection (use a JSON handler).
 	// Optional: nil writes no access log.
 	AccessLog *slog.Logger
+	// AccessLogFormat names the fields: AccessLogFormatAmbit or
+	// AccessLogFormatZtunnel. Optional, default ambit.
+	AccessLogFormat string
+	// AccessLogLevel is the initial level (AccessLogAll, AccessLogFailures,
+	// AccessLogOff; SetAccessLogLevel changes it). Optional, default all.
+	AccessLogLevel string
 	// Logger receives this package's own warnings (the first label
 	// overflow). Optional, default discard.
 	Logger *slog.Logger
@@ -63,6 +70,7 @@ type Metrics struct {
 	opened, closed, failed, sent, recv      *prometheus.CounterVec
 	iOpened, iClosed, iFailed, iSent, iRecv *prometheus.CounterVec
 	live                                    *liveSet
+	accessLevel                             atomic.Int32 // index in accessLevels
 	overflow                                prometheus.Counter
 	refused                                 *prometheus.CounterVec
 
@@ -92,11 +100,23 @@ func New(cfg Config) (*Metrics, error) {
 	if cfg.ClusterID == "" {
 		cfg.ClusterID = DefaultClusterID
 	}
+	switch cfg.AccessLogFormat {
+	case "":
+		cfg.AccessLogFormat = AccessLogFormatAmbit
+	case AccessLogFormatAmbit, AccessLogFormatZtunnel:
+	default:
+		return nil, fmt.Errorf("metrics: access log format %q: want ambit or ztunnel", cfg.AccessLogFormat)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := &Metrics{cfg: cfg, reg: prometheus.NewRegistry(), log: cfg.Logger, series: map[labelKey]*series{}, ns: newNSCache(cfg.MaxSeries),
 		live: newLiveSet()}
+	if cfg.AccessLogLevel != "" {
+		if err := m.SetAccessLogLevel(cfg.AccessLogLevel); err != nil {
+			return nil, err
+		}
+	}
 	conn := func(name, help string) *prometheus.CounterVec {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, ambitLabels)
 	}
