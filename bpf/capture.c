@@ -26,6 +26,20 @@ struct {
 	__type(value, struct pod_cfg);
 } pods SEC(".maps");
 
+/* Per enrolled pod netns (key: netns cookie): the pod's own addresses,
+ * which getsockname() of a captured socket answers instead of loopback. */
+struct pod_addr {
+	__u32 ip4;    /* network order; 0 = none */
+	__u32 ip6[4]; /* network order; all 0 = none */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pod_addr);
+} pod_addrs SEC(".maps");
+
 /* The original destination, stored on the app's socket itself: it lives
  * exactly as long as the socket, so nothing leaks. */
 struct {
@@ -186,6 +200,59 @@ int ambit_getpeername6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[2] = o->addr.w[2];
 	ctx->user_ip6[3] = o->addr.w[3];
 	ctx->user_port = o->port;
+	return 1;
+}
+
+/* getsockname() of a captured socket answers the pod's own address where
+ * the rewrite left loopback (the port stays: it is the socket's own), so
+ * the app does not see 127.0.0.1 as its local address. */
+SEC("cgroup/getsockname4")
+int ambit_getsockname4(struct bpf_sock_addr *ctx)
+{
+	struct pod_addr *a;
+	__u64 ns;
+
+	if (!ctx->sk || (bpf_ntohl(ctx->user_ip4) >> 24) != 127)
+		return 1;
+	if (!bpf_sk_storage_get(&sk_orig, ctx->sk, 0, 0))
+		return 1;
+	ns = bpf_get_netns_cookie(ctx);
+	a = bpf_map_lookup_elem(&pod_addrs, &ns);
+	if (a && a->ip4)
+		ctx->user_ip4 = a->ip4;
+	return 1;
+}
+
+SEC("cgroup/getsockname6")
+int ambit_getsockname6(struct bpf_sock_addr *ctx)
+{
+	struct pod_addr *a;
+	__u32 w0, w1, w2, w3;
+	__u64 ns;
+
+	if (!ctx->sk)
+		return 1;
+	w0 = ctx->user_ip6[0];
+	w1 = ctx->user_ip6[1];
+	w2 = ctx->user_ip6[2];
+	w3 = ctx->user_ip6[3];
+	if (!bpf_sk_storage_get(&sk_orig, ctx->sk, 0, 0))
+		return 1;
+	ns = bpf_get_netns_cookie(ctx);
+	a = bpf_map_lookup_elem(&pod_addrs, &ns);
+	if (!a)
+		return 1;
+	if (!w0 && !w1 && w2 == bpf_htonl(0x0000ffff) && (bpf_ntohl(w3) >> 24) == 127) {
+		if (a->ip4) /* v4-mapped loopback: the pod's IPv4, mapped */
+			ctx->user_ip6[3] = a->ip4;
+		return 1;
+	}
+	if (!w0 && !w1 && !w2 && w3 == bpf_htonl(1) && (a->ip6[0] | a->ip6[1] | a->ip6[2] | a->ip6[3])) {
+		ctx->user_ip6[0] = a->ip6[0];
+		ctx->user_ip6[1] = a->ip6[1];
+		ctx->user_ip6[2] = a->ip6[2];
+		ctx->user_ip6[3] = a->ip6[3];
+	}
 	return 1;
 }
 

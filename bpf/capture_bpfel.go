@@ -25,6 +25,12 @@ type captureOrigDst struct {
 	Pad    uint32
 }
 
+type capturePodAddr struct {
+	_   structs.HostLayout
+	Ip4 uint32
+	Ip6 [4]uint32
+}
+
 type capturePodCfg struct {
 	_          structs.HostLayout
 	OutExclude [8]uint16
@@ -47,12 +53,15 @@ type captureTupleKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	captureMapOrigdst            = "origdst"
+	captureMapPodAddrs           = "pod_addrs"
 	captureMapPods               = "pods"
 	captureMapSkOrig             = "sk_orig"
 	captureProgAmbitConnect4     = "ambit_connect4"
 	captureProgAmbitConnect6     = "ambit_connect6"
 	captureProgAmbitGetpeername4 = "ambit_getpeername4"
 	captureProgAmbitGetpeername6 = "ambit_getpeername6"
+	captureProgAmbitGetsockname4 = "ambit_getsockname4"
+	captureProgAmbitGetsockname6 = "ambit_getsockname6"
 	captureProgAmbitSockops      = "ambit_sockops"
 	captureVarAmbitMark          = "ambit_mark"
 	captureVarAmbitMarkMask      = "ambit_mark_mask"
@@ -104,6 +113,8 @@ type captureProgramSpecs struct {
 	AmbitConnect6     *ebpf.ProgramSpec `ebpf:"ambit_connect6"`
 	AmbitGetpeername4 *ebpf.ProgramSpec `ebpf:"ambit_getpeername4"`
 	AmbitGetpeername6 *ebpf.ProgramSpec `ebpf:"ambit_getpeername6"`
+	AmbitGetsockname4 *ebpf.ProgramSpec `ebpf:"ambit_getsockname4"`
+	AmbitGetsockname6 *ebpf.ProgramSpec `ebpf:"ambit_getsockname6"`
 	AmbitSockops      *ebpf.ProgramSpec `ebpf:"ambit_sockops"`
 }
 
@@ -111,9 +122,10 @@ type captureProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type captureMapSpecs struct {
-	Origdst *ebpf.MapSpec `ebpf:"origdst"`
-	Pods    *ebpf.MapSpec `ebpf:"pods"`
-	SkOrig  *ebpf.MapSpec `ebpf:"sk_orig"`
+	Origdst  *ebpf.MapSpec `ebpf:"origdst"`
+	PodAddrs *ebpf.MapSpec `ebpf:"pod_addrs"`
+	Pods     *ebpf.MapSpec `ebpf:"pods"`
+	SkOrig   *ebpf.MapSpec `ebpf:"sk_orig"`
 }
 
 // captureVariableSpecs contains global variables before they are loaded into the kernel.
@@ -144,14 +156,16 @@ func (o *captureObjects) Close() error {
 //
 // It can be passed to loadCaptureObjects or ebpf.CollectionSpec.LoadAndAssign.
 type captureMaps struct {
-	Origdst *ebpf.Map `ebpf:"origdst"`
-	Pods    *ebpf.Map `ebpf:"pods"`
-	SkOrig  *ebpf.Map `ebpf:"sk_orig"`
+	Origdst  *ebpf.Map `ebpf:"origdst"`
+	PodAddrs *ebpf.Map `ebpf:"pod_addrs"`
+	Pods     *ebpf.Map `ebpf:"pods"`
+	SkOrig   *ebpf.Map `ebpf:"sk_orig"`
 }
 
 func (m *captureMaps) Close() error {
 	return _CaptureClose(
 		m.Origdst,
+		m.PodAddrs,
 		m.Pods,
 		m.SkOrig,
 	)
@@ -173,6 +187,8 @@ type capturePrograms struct {
 	AmbitConnect6     *ebpf.Program `ebpf:"ambit_connect6"`
 	AmbitGetpeername4 *ebpf.Program `ebpf:"ambit_getpeername4"`
 	AmbitGetpeername6 *ebpf.Program `ebpf:"ambit_getpeername6"`
+	AmbitGetsockname4 *ebpf.Program `ebpf:"ambit_getsockname4"`
+	AmbitGetsockname6 *ebpf.Program `ebpf:"ambit_getsockname6"`
 	AmbitSockops      *ebpf.Program `ebpf:"ambit_sockops"`
 }
 
@@ -182,6 +198,8 @@ func (p *capturePrograms) Close() error {
 		p.AmbitConnect6,
 		p.AmbitGetpeername4,
 		p.AmbitGetpeername6,
+		p.AmbitGetsockname4,
+		p.AmbitGetsockname6,
 		p.AmbitSockops,
 	)
 }

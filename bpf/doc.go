@@ -12,7 +12,8 @@
 //     keep the original destination in socket storage; sockops publishes
 //     it under the client's (netns, address, port) once the source port is
 //     chosen, which is what ambit's accepted socket sees; getpeername4/6
-//     hide the rewrite from the app.
+//     hide the rewrite from the app, and getsockname4/6 answer the pod's
+//     own address (map pod_addrs) instead of the loopback it connected from.
 //   - pod (pod.c): loaded per enrolled pod with that pod's constants:
 //     sk_lookup (inbound steering to 15008/15006 and the outbound listener,
 //     via the node-wide sockmap of ambit's listeners, NewListenersMap), tc egress default deny of

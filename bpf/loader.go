@@ -43,9 +43,12 @@ var ErrTooMany = errors.New("bpf: too many entries")
 type Capture struct {
 	Connect4, Connect6         *ebpf.Program
 	GetPeername4, GetPeername6 *ebpf.Program
+	GetSockname4, GetSockname6 *ebpf.Program
 	SockOps                    *ebpf.Program
 	// Pods holds enrolled netns cookies (uint64) -> PodCfg.
 	Pods *ebpf.Map
+	// PodAddrs holds enrolled netns cookies (uint64) -> PodAddr.
+	PodAddrs *ebpf.Map
 	// OrigDst holds original destinations keyed by the client end.
 	OrigDst *ebpf.Map
 	// SkOrig is the socket storage holding original destinations.
@@ -58,7 +61,7 @@ type CaptureOptions struct {
 	// Mark and MarkMask identify ambit's own sockets (SO_MARK). Required:
 	// MarkMask must not be zero.
 	Mark, MarkMask uint32
-	// Maps replaces maps by name with pinned ones (pods, origdst, sk_orig)
+	// Maps replaces maps by name with pinned ones (pods, pod_addrs, origdst, sk_orig)
 	// so a reloaded program shares state. Optional.
 	Maps map[string]*ebpf.Map
 }
@@ -85,8 +88,9 @@ func LoadCapture(opts CaptureOptions) (*Capture, error) {
 	o := &c.objs
 	c.Connect4, c.Connect6 = o.AmbitConnect4, o.AmbitConnect6
 	c.GetPeername4, c.GetPeername6 = o.AmbitGetpeername4, o.AmbitGetpeername6
+	c.GetSockname4, c.GetSockname6 = o.AmbitGetsockname4, o.AmbitGetsockname6
 	c.SockOps = o.AmbitSockops
-	c.Pods, c.OrigDst, c.SkOrig = o.Pods, o.Origdst, o.SkOrig
+	c.Pods, c.PodAddrs, c.OrigDst, c.SkOrig = o.Pods, o.PodAddrs, o.Origdst, o.SkOrig
 	return c, nil
 }
 
@@ -104,6 +108,24 @@ func NewPodCfg(outExclude []uint16) (PodCfg, error) {
 	}
 	copy(v.OutExclude[:], outExclude)
 	return v, nil
+}
+
+// PodAddr is the value of the capture's pod_addrs map.
+type PodAddr = capturePodAddr
+
+// NewPodAddr builds a pod_addrs value from the pod's addresses (the first
+// IPv4 and the first IPv6; none of a family leaves it zero).
+func NewPodAddr(addrs []netip.Addr) PodAddr {
+	var v PodAddr
+	for _, a := range addrs {
+		switch {
+		case a.Is4() && v.Ip4 == 0:
+			v.Ip4 = addrWords(netip.AddrFrom16(a.As16()))[3]
+		case a.Is6() && !a.Is4In6() && v.Ip6 == [4]uint32{}:
+			v.Ip6 = addrWords(a)
+		}
+	}
+	return v
 }
 
 // TupleKey is the key of the origdst map.

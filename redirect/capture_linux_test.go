@@ -84,6 +84,18 @@ func TestOutboundCapture(t *testing.T) {
 		if got := peerName(t, c); got != dst {
 			t.Errorf("app's getpeername = %v, want %v (rewrite visible)", got, dst)
 		}
+		// Its own end: the pod's address, not the loopback the rewrite
+		// connected from (the port is the socket's own).
+		own := a.v4
+		if dst.Addr().Is6() {
+			own = a.v6
+		}
+		if got := sockName(t, c); got.Addr() != own || got.Port() == 0 {
+			t.Errorf("app's getsockname = %v, want %v:<port> (loopback visible)", got, own)
+		}
+		if got := c.LocalAddr().(*net.TCPAddr).AddrPort(); got.Addr().Unmap() != own {
+			t.Errorf("app's LocalAddr = %v, want %v", got, own)
+		}
 		if err := roundTrip(c, "hello through ambit"); err != nil {
 			t.Errorf("round trip via %v: %v", dst, err)
 		}
@@ -197,13 +209,25 @@ func splice(a, b net.Conn) {
 
 func peerName(t *testing.T, c net.Conn) netip.AddrPort {
 	t.Helper()
+	return sockAddr(t, c, unix.Getpeername)
+}
+
+// sockName is the app's getsockname of c (a fresh call, not Go's cached
+// LocalAddr).
+func sockName(t *testing.T, c net.Conn) netip.AddrPort {
+	t.Helper()
+	return sockAddr(t, c, unix.Getsockname)
+}
+
+func sockAddr(t *testing.T, c net.Conn, get func(int) (unix.Sockaddr, error)) netip.AddrPort {
+	t.Helper()
 	rc, err := c.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var sa unix.Sockaddr
 	var serr error
-	rc.Control(func(fd uintptr) { sa, serr = unix.Getpeername(int(fd)) })
+	rc.Control(func(fd uintptr) { sa, serr = get(int(fd)) })
 	if serr != nil {
 		t.Fatal(serr)
 	}

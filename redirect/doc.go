@@ -6,8 +6,9 @@
 //
 // Outbound: cgroup connect4/6 programs at the cgroup v2 root rewrite a
 // connect() from an enrolled netns to the pod's outbound listener on
-// loopback; OriginalDst recovers the app's destination, getpeername hooks
-// hide the rewrite. Inbound: an sk_lookup program per pod netns steers TCP
+// loopback; OriginalDst recovers the app's destination, getpeername and
+// getsockname hooks hide the rewrite (the app sees its destination as its
+// peer and its pod address, not 127.0.0.1, as its own). Inbound: an sk_lookup program per pod netns steers TCP
 // to a pod address into the HBONE or plaintext listener, which sit in one
 // node-wide pinned sockmap. Per-pod tc filters drop new TCP connections
 // that escape capture and forged probe sources.

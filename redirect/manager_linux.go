@@ -53,6 +53,7 @@ type Manager struct {
 	opts    Options
 	log     *slog.Logger
 	pods    *ebpf.Map // global: netns cookie -> PodCfg
+	addrs   *ebpf.Map // global: netns cookie -> PodAddr
 	origdst *ebpf.Map
 	skOrig  *ebpf.Map
 	// listeners is the node-wide sockmap: pod slot*3 + bpf.Slot*.
@@ -74,10 +75,12 @@ var globalLinks = []struct {
 	{"connect6", ebpf.AttachCGroupInet6Connect, func(c *bpf.Capture) *ebpf.Program { return c.Connect6 }},
 	{"getpeername4", ebpf.AttachCgroupInet4GetPeername, func(c *bpf.Capture) *ebpf.Program { return c.GetPeername4 }},
 	{"getpeername6", ebpf.AttachCgroupInet6GetPeername, func(c *bpf.Capture) *ebpf.Program { return c.GetPeername6 }},
+	{"getsockname4", ebpf.AttachCgroupInet4GetSockname, func(c *bpf.Capture) *ebpf.Program { return c.GetSockname4 }},
+	{"getsockname6", ebpf.AttachCgroupInet6GetSockname, func(c *bpf.Capture) *ebpf.Program { return c.GetSockname6 }},
 	{"sockops", ebpf.AttachCGroupSockOps, func(c *bpf.Capture) *ebpf.Program { return c.SockOps }},
 }
 
-var globalMaps = []string{"pods", "origdst", "sk_orig"}
+var globalMaps = []string{"pods", "pod_addrs", "origdst", "sk_orig"}
 
 // New checks kernel features and makes sure the node-wide outbound capture
 // is attached at the cgroup v2 root (reusing pinned links and maps when a
@@ -158,7 +161,7 @@ func (m *Manager) ensureGlobal(context.Context) error {
 		return err
 	}
 	defer c.Close()
-	for name, mp := range map[string]*ebpf.Map{"pods": c.Pods, "origdst": c.OrigDst, "sk_orig": c.SkOrig} {
+	for name, mp := range map[string]*ebpf.Map{"pods": c.Pods, "pod_addrs": c.PodAddrs, "origdst": c.OrigDst, "sk_orig": c.SkOrig} {
 		if _, ok := maps[name]; ok {
 			continue
 		}
@@ -177,7 +180,7 @@ func (m *Manager) ensureGlobal(context.Context) error {
 			return fmt.Errorf("redirect: %s at %s: %w", g.name, m.opts.CgroupPath, err)
 		}
 	}
-	m.pods, m.origdst, m.skOrig = maps["pods"], maps["origdst"], maps["sk_orig"]
+	m.pods, m.addrs, m.origdst, m.skOrig = maps["pods"], maps["pod_addrs"], maps["origdst"], maps["sk_orig"]
 	lm, err := ebpf.LoadPinnedMap(m.globalPin("map_listeners"), nil)
 	if errors.Is(err, fs.ErrNotExist) {
 		if lm, err = bpf.NewListenersMap(m.opts.MaxPods); err != nil {
@@ -195,7 +198,7 @@ func (m *Manager) ensureGlobal(context.Context) error {
 }
 
 func (m *Manager) closeMaps() {
-	for _, mp := range []*ebpf.Map{m.pods, m.origdst, m.skOrig, m.listeners} {
+	for _, mp := range []*ebpf.Map{m.pods, m.addrs, m.origdst, m.skOrig, m.listeners} {
 		if mp != nil {
 			mp.Close()
 		}

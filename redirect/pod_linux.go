@@ -193,6 +193,12 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	if err != nil {
 		return err
 	}
+	// The addresses first: a captured socket's getsockname must never fall
+	// back to loopback once the pod is enrolled.
+	a := bpf.NewPodAddr(pod.Addresses)
+	if err := m.addrs.Update(cookie, &a, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("redirect: addresses of %s: %w", pod.ID, err)
+	}
 	if err := m.pods.Update(cookie, &v, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("redirect: enrol netns of %s: %w", pod.ID, err)
 	}
@@ -403,6 +409,9 @@ func (m *Manager) remove(id string) error {
 	for _, c := range []uint64{stCookie(st), rCookie(r)} {
 		if c != 0 {
 			if err := m.pods.Delete(c); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+			if err := m.addrs.Delete(c); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, err)
 			}
 		}

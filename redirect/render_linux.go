@@ -67,6 +67,29 @@ func (m *Manager) State() (string, error) {
 	for _, e := range enrolled {
 		fmt.Fprintf(&b, "  enrolled %s\n", e)
 	}
+	// pod_addrs is written with pods and removed with it: an entry of a
+	// netns that is not enrolled is a leftover, shown as one.
+	var stale []string
+	var a bpf.PodAddr
+	ait := m.addrs.Iterate()
+	for ait.Next(&k, &a) {
+		var cfg bpf.PodCfg
+		if err := m.pods.Lookup(k, &cfg); err == nil {
+			continue
+		}
+		name, ok := cookies[k]
+		if !ok {
+			name = "unknown-netns"
+		}
+		stale = append(stale, name)
+	}
+	if err := ait.Err(); err != nil {
+		return "", fmt.Errorf("redirect: iterate pod addresses: %w", err)
+	}
+	slices.Sort(stale)
+	for _, n := range stale {
+		fmt.Fprintf(&b, "  addresses of a netns not enrolled: %s\n", n)
+	}
 	for _, id := range ids {
 		m.renderPod(&b, id, states[id])
 	}
