@@ -151,6 +151,10 @@ func newHBONEPath(e *env) (Path, error) {
 		SVIDs:      svids,
 		Bundles:    bundle,
 		Authorizer: tunnel.AllowAll(),
+		// Every connection comes from one source identity: the per-identity
+		// stream cap (2,048 by default) would refuse the idle workload's
+		// 3,000 connections, which measure memory, not the cap.
+		Guard: tunnel.NewGuard(tunnel.GuardConfig{MaxStreamsPerIdentity: 1 << 20}),
 	})
 	if err != nil {
 		return nil, err
