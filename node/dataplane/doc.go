@@ -10,10 +10,12 @@
 //     with a TCP reset. Both dials use Capture.Dial: a socket created inside
 //     the pod's netns with ambit's mark, so the capture lets it out and the
 //     peer sees the pod's address.
+//
 //   - Inbound HBONE (15008): a tunnel.Server serves the pod's identity and
 //     addresses; its Authorizer asks the policy engine (Secure, with the
 //     verified client principal) and its Dial reaches the app with a marked
 //     socket inside the pod netns.
+//
 //   - Inbound plaintext (15006): the original destination is the accepted
 //     socket's local address (sk_lookup keeps it); the policy engine decides
 //     with Secure=false, so PeerAuthentication STRICT refuses it and
