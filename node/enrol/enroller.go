@@ -77,6 +77,12 @@ type Config struct {
 	// UnknownPodWait bounds how long a CNI ADD waits for its pod to appear
 	// in the tables (the watch may lag the kubelet). Default 5 s.
 	UnknownPodWait time.Duration
+	// CertWait bounds the wait for a pod's certificate when it is enrolled.
+	// Default 15 s, under ambit-cni's 20 s: with the CA down a CNI ADD then
+	// fails with "certificate for identity X is waiting on the CA: ..." (the
+	// reason the pod's event shows, also logged) instead of the plugin
+	// timing out with no answer.
+	CertWait time.Duration
 	// ReleaseGrace is how long a released pod's live connections may drain.
 	// Default 5 s.
 	ReleaseGrace time.Duration
@@ -158,6 +164,9 @@ func New(cfg Config) *Enroller {
 	}
 	if cfg.UnknownPodWait == 0 {
 		cfg.UnknownPodWait = 5 * time.Second
+	}
+	if cfg.CertWait == 0 {
+		cfg.CertWait = 15 * time.Second
 	}
 	if cfg.ReleaseGrace == 0 {
 		cfg.ReleaseGrace = 5 * time.Second

@@ -3,7 +3,7 @@ package enrol
 import (
 	"context"
 	"errors"
-	"io"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambit-mesh/ambit/identity"
 	"github.com/ambit-mesh/ambit/node/dataplane"
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/redirect"
@@ -169,6 +170,8 @@ type fixture struct {
 	prefetch []spiffeid.ID
 	refs     map[spiffeid.ID]int
 	pfErr    error
+	block    bool // Acquire waits for its context, as a Manager whose CA does not answer
+	logs     *syncBuf
 	mu       sync.Mutex
 }
 
@@ -177,14 +180,20 @@ func newFixture(t *testing.T) *fixture {
 	fx := &fixture{t: t, tables: &fakeTables{pods: map[string]tables.Workload{}, nss: map[string]bool{}},
 		capture: &fakeCapture{applied: map[string]redirect.PodNetns{}, cfgs: map[string]redirect.Config{}},
 		data:    &fakeData{pods: map[string]dataplane.PodSpec{}},
-		netns:   filepath.Join(dir, "cni-1234"), found: map[netip.Addr]redirect.Found{}, refs: map[spiffeid.ID]int{}}
+		netns:   filepath.Join(dir, "cni-1234"), found: map[netip.Addr]redirect.Found{}, refs: map[spiffeid.ID]int{},
+		logs: &syncBuf{}}
 	if err := os.WriteFile(fx.netns, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	fx.e = New(Config{
 		LocalNode: "node-1", TrustDomain: spiffeid.RequireTrustDomainFromString("cluster.local"),
 		Tables: fx.tables, Capture: fx.capture, Data: fx.data,
-		Acquire: func(_ context.Context, id spiffeid.ID) error {
+		Acquire: func(ctx context.Context, id spiffeid.ID) error {
+			if fx.block {
+				<-ctx.Done()
+				return fmt.Errorf("%w for %s: 3 failed attempts: dial tcp 10.96.0.12:15012: connect: connection refused (%w)",
+					identity.ErrNoCertificate, id, ctx.Err())
+			}
 			fx.mu.Lock()
 			defer fx.mu.Unlock()
 			fx.prefetch = append(fx.prefetch, id)
@@ -207,8 +216,8 @@ func newFixture(t *testing.T) *fixture {
 		HostPeer:       func(*os.File, string) (string, error) { return "veth1234", nil },
 		Synced:         func(context.Context) error { return nil },
 		UnknownPodWait: 100 * time.Millisecond, Retry: 20 * time.Millisecond, ReleaseGrace: 10 * time.Millisecond,
-		NetnsCheck: 20 * time.Millisecond, StateDir: filepath.Join(dir, "enrolled"),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NetnsCheck: 20 * time.Millisecond, StateDir: filepath.Join(dir, "enrolled"), CertWait: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(fx.logs, nil)),
 	})
 	return fx
 }
@@ -550,4 +559,37 @@ func TestSupersededEnrolsNothing(t *testing.T) {
 	}
 	superseded.Store(false)
 	fx.settle(func() bool { return fx.e.EnrolledCount() == 1 }, "enrolled once serving")
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
+func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
+
+// TestCertificateWaitingOnCA: with the CA not answering, a CNI ADD fails
+// within CertWait (before ambit-cni's own deadline) saying which identity's
+// certificate waits on the CA, and the daemon logs it at WARN.
+func TestCertificateWaitingOnCA(t *testing.T) {
+	fx := newFixture(t)
+	fx.block = true
+	fx.tables.nss["shop"] = true
+	fx.tables.pods["shop/web-0"] = workload("shop", "web-0", "u1")
+	start := time.Now()
+	_, err := fx.add(fx.cniPod("shop", "web-0", "u1", "c1"))
+	const want = "certificate for identity spiffe://cluster.local/ns/shop/sa/web is waiting on the CA"
+	if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("ADD: %v, want %q with the last error", err, want)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("ADD took %v, want about CertWait (200ms)", d)
+	}
+	if logs := fx.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, want) || !strings.Contains(logs, "pod=shop/web-0") {
+		t.Errorf("no WARN line naming the identity and the pod:\n%s", logs)
+	}
+	if ids := fx.capture.ids(); len(ids) != 0 {
+		t.Errorf("capture applied without a certificate: %v", ids)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ambit-mesh/ambit/identity"
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/redirect"
 )
@@ -192,7 +193,15 @@ func (e *Enroller) enrol(ctx context.Context, uid string, pod redirect.PodNetns,
 	// The certificate first: once capture is applied, a running pod's
 	// connections are steered to this process, and the time until its data
 	// path serves them must not include a round trip to the CA.
-	if err := e.cfg.Acquire(ctx, spec.Identity); err != nil {
+	actx, cancel := context.WithTimeout(ctx, e.cfg.CertWait)
+	err = e.cfg.Acquire(actx, spec.Identity)
+	cancel()
+	if errors.Is(err, identity.ErrNoCertificate) {
+		err = fmt.Errorf("certificate for identity %s is waiting on the CA: %w", spec.Identity, err)
+		e.log.Warn("enrolment: "+err.Error(), "pod", w.Namespace+"/"+w.Name, "via", via)
+		return err
+	}
+	if err != nil {
 		return fmt.Errorf("certificate for %s: %w", spec.Identity, err)
 	}
 	if err := e.cfg.Capture.Apply(ctx, pod, desired); err != nil {
