@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ambit-mesh/ambit/node/admin"
@@ -50,4 +51,26 @@ func staleNotes(st watch.Status, now time.Time) []string {
 		}
 	}
 	return []string{"stale: watch failing for " + strings.Join(names, ", ") + "; serving the last known state"}
+}
+
+// untilPassed gates readiness on check until it has passed once, then
+// passes for good. Capture is a start-up condition (every pod recovered or
+// enrolled before the daemon says Ready), not a running one: a pod whose
+// enrolment fails later is logged, counted and listed in /config_dump,
+// while a daemon turning NotReady for it helps nobody (nothing routes by
+// it) and, during a surge rollout, lets the DaemonSet controller delete
+// the old pod before its successor runs. The old daemon, once taken over,
+// also sees every new pod as not captured by itself.
+func untilPassed(check func() error) func() error {
+	var passed atomic.Bool
+	return func() error {
+		if passed.Load() {
+			return nil
+		}
+		if err := check(); err != nil {
+			return err
+		}
+		passed.Store(true)
+		return nil
+	}
 }

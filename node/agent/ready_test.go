@@ -46,3 +46,23 @@ func TestReadyReportsStale(t *testing.T) {
 		t.Errorf("pending: %d %q", code, body)
 	}
 }
+
+func TestUntilPassed(t *testing.T) {
+	var fail error = errors.New("pods not yet captured: shop/web")
+	calls := 0
+	check := untilPassed(func() error { calls++; return fail })
+	if err := check(); err == nil {
+		t.Fatal("passed before the check did")
+	}
+	fail = nil
+	if err := check(); err != nil {
+		t.Fatalf("check passed, gate did not: %v", err)
+	}
+	fail = errors.New("pods not yet captured: shop/late")
+	if err := check(); err != nil {
+		t.Errorf("after passing once the gate failed again: %v", err)
+	}
+	if calls != 2 {
+		t.Errorf("check called %d times, want 2 (not after it passed)", calls)
+	}
+}

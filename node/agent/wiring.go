@@ -219,12 +219,12 @@ func (a *agent) registerReady(w *watch.Watcher, pol policy, enr *enrol.Enroller,
 	})
 	a.readyNotes = func() []string { return staleNotes(w.Status(), time.Now()) }
 	a.ready.Register("policies", pol.synced)
-	a.ready.Register("capture", func() error {
+	a.ready.Register("capture", untilPassed(func() error {
 		if p := enr.Pending(); len(p) > 0 {
 			return fmt.Errorf("pods not yet captured: %s", strings.Join(p, "; "))
 		}
 		return nil
-	})
+	}))
 	a.ready.Register("cni", func() error {
 		if !cniUp.Load() {
 			return errors.New("CNI socket not serving yet")
