@@ -485,7 +485,7 @@ func TestManagerReleaseGrace(t *testing.T) {
 	}
 	f.m.Release(id)
 	f.signer.SetError(errors.New("CA down"))
-	if snap := f.m.Snapshot(); len(snap) != 1 || snap[0].Refs != 0 || !snap[0].Usable {
+	if snap := f.m.Snapshot(); len(snap) != 1 || snap[0].Refs != 0 || !snap[0].Usable || !snap[0].Released {
 		t.Fatalf("right after the last release: %+v", snap)
 	}
 	// A replacement pod within the grace: served from the cache, CA down.
@@ -496,8 +496,8 @@ func TestManagerReleaseGrace(t *testing.T) {
 	}
 	f.clock.Advance(2 * time.Minute) // a linger of the first release must not apply any more
 	time.Sleep(20 * time.Millisecond)
-	if snap := f.m.Snapshot(); len(snap) != 1 || snap[0].Refs != 1 {
-		t.Fatalf("re-acquired identity forgotten by an old grace: %+v", snap)
+	if snap := f.m.Snapshot(); len(snap) != 1 || snap[0].Refs != 1 || snap[0].Released {
+		t.Fatalf("re-acquired identity forgotten by an old grace (or still marked released): %+v", snap)
 	}
 	f.m.Release(id)
 	f.clock.Advance(30 * time.Second)

@@ -19,7 +19,10 @@ type CertInfo struct {
 	Failures    int       `json:"failures,omitempty"`
 	LastError   string    `json:"last_error,omitempty"`
 	Refs        int       `json:"refs"`
-	ChainLength int       `json:"chain_length,omitempty"`
+	// Released: no pod holds the identity any more; it lingers (without
+	// renewals) for ManagerConfig.ReleaseGrace in case a pod takes it again.
+	Released    bool `json:"released,omitempty"`
+	ChainLength int  `json:"chain_length,omitempty"`
 }
 
 // Snapshot lists every tracked identity, sorted by ID.
@@ -29,14 +32,16 @@ func (m *Manager) Snapshot() []CertInfo {
 	out := make([]CertInfo, 0, len(m.entries))
 	entries := make([]*entry, 0, len(m.entries))
 	refs := make([]int, 0, len(m.entries))
+	released := make([]bool, 0, len(m.entries))
 	for _, e := range m.entries {
 		entries = append(entries, e)
 		refs = append(refs, e.refs)
+		released = append(released, e.refs == 0 && e.lingerGen > 0)
 	}
 	m.mu.RUnlock()
 	for i, e := range entries {
 		e.mu.Lock()
-		ci := CertInfo{ID: e.id.String(), State: e.state, Refs: refs[i], Failures: e.failures,
+		ci := CertInfo{ID: e.id.String(), State: e.state, Refs: refs[i], Released: released[i], Failures: e.failures,
 			RenewAt: e.renewAt, NextAttempt: e.nextAttempt}
 		if e.lastErr != nil {
 			ci.LastError = e.lastErr.Error()

@@ -60,6 +60,11 @@ func (c *certCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *certCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
 	for _, ci := range c.list() {
+		if ci.Released {
+			// Lingering without renewals: not served, so neither its
+			// usability nor its (approaching) expiry is an alert.
+			continue
+		}
 		ch <- prometheus.MustNewConstMetric(certUsableDesc, prometheus.GaugeValue, boolValue(ci.Usable), ci.ID)
 		if !ci.NotAfter.IsZero() {
 			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, ci.NotAfter.Sub(now).Seconds(), ci.ID)

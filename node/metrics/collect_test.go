@@ -25,6 +25,7 @@ func TestStateCollectors(t *testing.T) {
 		return []identity.CertInfo{
 			{ID: "spiffe://cluster.local/ns/shop/sa/frontend", Usable: true, NotAfter: notAfter},
 			{ID: "spiffe://cluster.local/ns/shop/sa/pending"},
+			{ID: "spiffe://cluster.local/ns/shop/sa/gone", Released: true, NotAfter: notAfter.Add(-2 * time.Hour)},
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -45,6 +46,11 @@ func TestStateCollectors(t *testing.T) {
 	check("ambit_certificate_usable", map[string]string{"identity": "spiffe://cluster.local/ns/shop/sa/pending"}, 0)
 	if _, found := value(t, r, "ambit_certificate_expiry_seconds", map[string]string{"identity": "spiffe://cluster.local/ns/shop/sa/pending"}); found {
 		t.Error("expiry reported for an identity without a certificate")
+	}
+	for _, name := range []string{"ambit_certificate_expiry_seconds", "ambit_certificate_usable"} {
+		if _, found := value(t, r, name, map[string]string{"identity": "spiffe://cluster.local/ns/shop/sa/gone"}); found {
+			t.Errorf("%s reported for a released identity (lingering, not renewed)", name)
+		}
 	}
 	check("ambit_informer_synced", map[string]string{"informer": "pods"}, 1)
 	check("ambit_informer_synced", map[string]string{"informer": "services"}, 0)
