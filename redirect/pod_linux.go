@@ -110,6 +110,18 @@ func (m *Manager) apply(ctx context.Context, pod PodNetns, desired Config) error
 	if err != nil {
 		return fail(err)
 	}
+	if prev == nil {
+		// A new capture: BeginTakeover waits for it to be recorded, and a
+		// Manager that a successor took over makes none.
+		unlock, err := m.lockCaptures(unix.LOCK_SH)
+		if err != nil {
+			return fail(err)
+		}
+		defer unlock()
+		if owner := m.takeoverOwner(); owner != "" && owner != m.token {
+			return fail(ErrHandedOver)
+		}
+	}
 	if prev != nil && prev.Cookie != cookie {
 		// Same ID, another namespace (sandbox recreated): start over.
 		m.log.Info("capture: pod netns changed, replacing state", "pod", pod.ID)

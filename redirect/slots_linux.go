@@ -31,18 +31,26 @@ func (m *Manager) slotClaim(n uint32) string {
 }
 
 // lockSlots takes the node-wide slot lock (flock on <StateDir>/slots/.lock).
-func (m *Manager) lockSlots() (func(), error) {
+func (m *Manager) lockSlots() (func(), error) { return m.flock(".lock", unix.LOCK_EX) }
+
+// The capture lock (<StateDir>/slots/.capture) is held shared by every
+// Apply of a pod without recorded state, from its first check to its state
+// file, and exclusively by BeginTakeover: a successor's list of recorded
+// pods therefore never misses a capture a predecessor was in the middle of.
+func (m *Manager) lockCaptures(how int) (func(), error) { return m.flock(".capture", how) }
+
+func (m *Manager) flock(name string, how int) (func(), error) {
 	dir := filepath.Join(m.opts.StateDir, slotsDir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("redirect: %w", err)
 	}
-	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, name), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("redirect: slot lock: %w", err)
+		return nil, fmt.Errorf("redirect: lock %s: %w", name, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	if err := unix.Flock(int(f.Fd()), how); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("redirect: slot lock: %w", err)
+		return nil, fmt.Errorf("redirect: lock %s: %w", name, err)
 	}
 	return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 }
@@ -252,6 +260,11 @@ func (m *Manager) takeoverOwner() string {
 // them or claimed under another ID and taken over when this one captures
 // its namespace (Apply).
 func (m *Manager) BeginTakeover() ([]PodNetns, error) {
+	unlockCaptures, err := m.lockCaptures(unix.LOCK_EX)
+	if err != nil {
+		return nil, err
+	}
+	defer unlockCaptures()
 	unlock, err := m.lockSlots()
 	if err != nil {
 		return nil, err
