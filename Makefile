@@ -45,6 +45,11 @@ verify-generated: generate ## Fail if generated files differ from what is commit
 test: deps cluster-bins lint ## Install what is needed, lint, then every test with -race (as root: privileged and cluster tests run).
 	AMBIT_CNI_PLUGINS=$${AMBIT_CNI_PLUGINS:-$(CURDIR)/bin/cni} $(GO) test -race -count=1 -timeout 45m $(PKGS)
 	$(MAKE) test-interop
+	$(MAKE) test-fips
+
+.PHONY: test-fips
+test-fips: ## The tunnel, identity and CA tests again under GODEBUG=fips140=only (Go's FIPS 140-3 module, non-approved crypto fails).
+	GODEBUG=fips140=only AMBIT_TEST_FIPS140=only $(GO) test -race -count=1 -timeout 20m ./tunnel/ ./identity/...
 
 .PHONY: test-interop
 test-interop: ## HBONE interoperability with Istio's Go package, both directions (module interop/, kept out of ambit's go.mod).

@@ -72,6 +72,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("%w: ClientConfig.SVIDs is required", ErrConfig)
 	case cfg.Bundles == nil:
 		return nil, fmt.Errorf("%w: ClientConfig.Bundles is required", ErrConfig)
+	case cfg.Settings.FIPS && cfg.Settings.AllowTLS12:
+		return nil, fmt.Errorf("%w: Settings.FIPS excludes AllowTLS12 (FIPS mode is TLS 1.3 only)", ErrConfig)
 	}
 	if cfg.Dial == nil {
 		var d net.Dialer

@@ -131,13 +131,14 @@ type Stats struct {
 	Loops            int64 // server: CONNECTs to one of the daemon's own ports (400)
 	HandshakeRefused int64 // server: connections closed at once, over the handshake cap
 	IdentityRefused  int64 // server: streams refused (503), over the source identity's stream cap
+	AlgorithmRefused int64 // server: handshakes refused, the client offers no algorithm the TLS profile allows (also in TLSFailures)
 }
 
 type counters struct {
 	tunnelsAccepted, tunnelsDialed, tunnelDialErrors, tlsFailures, identityErrors,
 	protocolErrors, streams, streamsActive, badRequests, denied, upstreamFailures,
 	resets, revoked, keepaliveDeaths, writeTimeouts, bytesSent, bytesRecv atomic.Int64
-	earlyResets, calmCloses, malformed, loops, handshakeRefused, identityRefused atomic.Int64
+	earlyResets, calmCloses, malformed, loops, handshakeRefused, identityRefused, algorithmRefused atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
@@ -165,5 +166,6 @@ func (c *counters) snapshot() Stats {
 		Loops:            c.loops.Load(),
 		HandshakeRefused: c.handshakeRefused.Load(),
 		IdentityRefused:  c.identityRefused.Load(),
+		AlgorithmRefused: c.algorithmRefused.Load(),
 	}
 }

@@ -117,6 +117,7 @@ const (
 	RefuseIdentityStream = "identity_streams" // the source identity's stream cap on this node
 	RefuseLoop           = "loop"             // CONNECT to one of the daemon's own ports
 	RefuseMalformed      = "malformed"        // malformed request (RFC 9113 section 8.1.1)
+	RefuseTLSAlgorithms  = "tls_algorithms"   // the client offers no version, suite, group or key the TLS profile allows
 )
 
 // floods are a connection's buckets.

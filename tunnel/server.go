@@ -79,6 +79,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("%w: ServerConfig.Bundles is required", ErrConfig)
 	case cfg.Authorizer == nil:
 		return nil, fmt.Errorf("%w: ServerConfig.Authorizer is required", ErrConfig)
+	case cfg.Settings.FIPS && cfg.Settings.AllowTLS12:
+		return nil, fmt.Errorf("%w: Settings.FIPS excludes AllowTLS12 (FIPS mode is TLS 1.3 only)", ErrConfig)
 	}
 	if cfg.Dial == nil {
 		var d net.Dialer
@@ -189,7 +191,13 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn, w Workload, conf *t
 	src := addrPortOf(nc.RemoteAddr())
 	if err != nil {
 		s.ctr.tlsFailures.Add(1)
-		s.log.Warn("hbone: TLS handshake failed", "peer", src, "workload", w.ID.String(), "err", err)
+		if algorithmRefusal(err) {
+			s.refused(&s.ctr.algorithmRefused, RefuseTLSAlgorithms, spiffeid.ID{}, src,
+				"hbone: TLS handshake refused: the client offers no algorithm this endpoint's TLS profile allows",
+				"workload", w.ID.String(), "fips", s.set.FIPS, "err", err.Error())
+		} else {
+			s.log.Warn("hbone: TLS handshake failed", "peer", src, "workload", w.ID.String(), "err", err)
+		}
 		_ = nc.Close()
 		s.cfg.Hooks.end(&ConnInfo{Direction: Inbound, Destination: w.ID, SourceAddr: src, TunnelAddr: addrPortOf(nc.LocalAddr()),
 			Start: time.Now(), Outcome: OutcomeTLSFailure, Reason: "TLS handshake failed", Err: fmt.Errorf("%w: %w", ErrTLS, err)})

@@ -49,6 +49,12 @@ type Settings struct {
 	// AllowTLS12 also accepts TLS 1.2 with ECDHE and AES-GCM. Default off:
 	// TLS 1.3 only.
 	AllowTLS12 bool
+	// FIPS restricts both ends to the FIPS mode profile
+	// (identity.RestrictTLSToFIPS): TLS 1.3 with AES-GCM, key exchange on
+	// P-256 or P-384 only, peer certificates with approved keys. It does not
+	// put the Go runtime in FIPS 140-3 mode (GODEBUG=fips140=on does); the
+	// daemon refuses --fips without it. Excludes AllowTLS12.
+	FIPS bool
 	// Limits bound per-connection floods (see Limits). Optional.
 	Limits Limits
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -73,7 +74,35 @@ func baseTLS(s Settings) *tls.Config {
 		c.MinVersion = tls.VersionTLS12
 		c.CipherSuites = tls12Suites
 	}
+	if s.FIPS {
+		identity.RestrictTLSToFIPS(c)
+	}
 	return c
+}
+
+// algorithmRefusal reports whether a failed server handshake failed because
+// the client offers nothing this endpoint's profile allows (no common
+// version, suite or key exchange group, or a negotiated session or peer
+// certificate outside the profile), as opposed to a bad certificate, a
+// timeout or garbage. crypto/tls has no typed errors for these; its
+// messages are stable and tested here (TestFIPSRefusals).
+func algorithmRefusal(err error) bool {
+	if errors.Is(err, errWeakSession) || errors.Is(err, identity.ErrNotApproved) {
+		return true
+	}
+	msg := err.Error()
+	for _, s := range []string{
+		"tls: no cipher suite supported by both client and server",
+		"tls: no key exchanges supported by both client and server",
+		"tls: no ECDHE curve supported by both client and server",
+		"tls: client offered only unsupported versions",
+		"tls: peer doesn't support any of the certificate's signature algorithms",
+	} {
+		if strings.Contains(msg, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // serverTLS builds the TLS configuration of one HBONE listener: it presents

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/fips140"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"flag"
@@ -48,6 +50,7 @@ type caFlags struct {
 	ratePerSource           float64
 	burstPerSource          int
 	logLevel                string
+	fips                    bool
 	shutdownGrace           time.Duration
 }
 
@@ -75,6 +78,7 @@ func parseCAFlags(args []string, stdout io.Writer) (*caFlags, error) {
 	fs.Float64Var(&f.ratePerSource, "rate-per-source", 5, "sustained TokenReviews per second a source address (IPv6: /64) may cause")
 	fs.IntVar(&f.burstPerSource, "burst-per-source", 20, "TokenReviews a source address may cause in a burst")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.fips, "fips", false, "serve with the FIPS mode TLS profile (TLS 1.3, AES-GCM, P-256/P-384); needs GODEBUG=fips140=on")
 	fs.DurationVar(&f.shutdownGrace, "shutdown-grace", 10*time.Second, "time to finish requests after SIGTERM")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -138,6 +142,9 @@ func validateCA(f *caFlags) (*caSetup, error) {
 	}
 	if f.reviewTTL > time.Minute {
 		return nil, fmt.Errorf("-token-review-cache-ttl %s: at most 1m (a revoked token stays accepted that long)", f.reviewTTL)
+	}
+	if f.fips && !fips140.Enabled() {
+		return nil, errors.New("-fips: the Go runtime is not in FIPS 140-3 mode (run with GODEBUG=fips140=on, or the /ambit-fips binary)")
 	}
 	if err := s.level.UnmarshalText([]byte(f.logLevel)); err != nil {
 		return nil, fmt.Errorf("-log-level %q: %w", f.logLevel, err)
@@ -255,7 +262,7 @@ func serveCA(ctx context.Context, f *caFlags, s *caSetup, log *slog.Logger) erro
 	health.Handle("/", srv.HealthHandler())
 	api := &http.Server{
 		Addr: f.listen, Handler: srv.Handler(),
-		TLSConfig:         ca.ServingTLS(issuer, s.servingID, s.dns, 24*time.Hour, nil),
+		TLSConfig:         servingTLS(f.fips, ca.ServingTLS(issuer, s.servingID, s.dns, 24*time.Hour, nil), metrics, log),
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
@@ -265,7 +272,8 @@ func serveCA(ctx context.Context, f *caFlags, s *caSetup, log *slog.Logger) erro
 	go func() { errc <- hs.ListenAndServe() }()
 	log.Info("ambit ca serving", "listen", f.listen, "health", f.healthListen, "trust_domain", s.td.Name(),
 		"serving_id", s.servingID.String(), "signing_subject", issuer.SigningCert().Subject.String(),
-		"signing_not_after", issuer.SigningCert().NotAfter, "ttl", f.ttl)
+		"signing_not_after", issuer.SigningCert().NotAfter, "ttl", f.ttl,
+		"fips", f.fips, "fips140_enabled", fips140.Enabled(), "fips140_enforced", fips140.Enforced(), "fips140_module", fips140.Version())
 	var runErr error
 	select {
 	case <-ctx.Done():
@@ -276,3 +284,28 @@ func serveCA(ctx context.Context, f *caFlags, s *caSetup, log *slog.Logger) erro
 	defer cancel()
 	return errors.Join(runErr, api.Shutdown(sctx), hs.Shutdown(sctx))
 }
+
+// servingTLS applies the FIPS mode profile to the CA's TLS configuration
+// when asked; a client offering nothing the profile allows is refused in
+// the handshake, counted (ambit_ca_denied_total{reason="tls_algorithms"})
+// and logged.
+func servingTLS(fips bool, c *tls.Config, m *caMetrics, log *slog.Logger) *tls.Config {
+	if !fips {
+		return c
+	}
+	identity.RestrictTLSToFIPS(c)
+	check := c.GetConfigForClient
+	c.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		conf, err := check(h)
+		if err != nil {
+			m.denied.WithLabelValues(reasonTLSAlgorithms).Inc()
+			log.Warn("ca: TLS handshake refused: the client offers no algorithm the FIPS mode profile allows",
+				"peer", h.Conn.RemoteAddr().String(), "err", err.Error())
+		}
+		return conf, err
+	}
+	return c
+}
+
+// reasonTLSAlgorithms labels handshakes refused by the FIPS mode profile.
+const reasonTLSAlgorithms = "tls_algorithms"

@@ -2,7 +2,13 @@ package main
 
 import (
 	"bytes"
+	"crypto/fips140"
+	"crypto/tls"
+	"log/slog"
+	"net"
+
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"os"
 	"path/filepath"
 	"strings"
@@ -46,6 +52,9 @@ current-context: c
 		"no review slots":       {"-max-token-reviews=0", kc},
 		"review cache too long": {"-token-review-cache-ttl=10m", kc},
 		"no source burst":       {"-burst-per-source=0", kc},
+	}
+	if !fips140.Enabled() {
+		cases["fips without the FIPS runtime"] = []string{"-fips", kc}
 	}
 	for name, args := range cases {
 		var out, errb bytes.Buffer
@@ -130,4 +139,52 @@ func waitFor(t *testing.T, f func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// The CA's FIPS profile refuses a ClientHello without an approved group,
+// counts it and logs it.
+func TestCAFIPSRefusalCounted(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := newCAMetrics(reg)
+	var logs bytes.Buffer
+	c := servingTLS(true, &tls.Config{}, m, slog.New(slog.NewTextHandler(&logs, nil)))
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	_, err := c.GetConfigForClient(&tls.ClientHelloInfo{Conn: a, SupportedVersions: []uint16{tls.VersionTLS13},
+		CipherSuites: []uint16{tls.TLS_AES_128_GCM_SHA256}, SupportedCurves: []tls.CurveID{tls.X25519}})
+	if err == nil {
+		t.Fatal("X25519-only hello accepted")
+	}
+	if v := deniedCount(t, reg, reasonTLSAlgorithms); v != 1 {
+		t.Fatalf("ambit_ca_denied_total{reason=tls_algorithms} = %v", v)
+	}
+	if !strings.Contains(logs.String(), "key exchange groups [X25519], none of [CurveP256 CurveP384]") {
+		t.Fatalf("log: %s", logs.String())
+	}
+	if _, err := c.GetConfigForClient(&tls.ClientHelloInfo{Conn: a, SupportedVersions: []uint16{tls.VersionTLS13},
+		CipherSuites: []uint16{tls.TLS_AES_128_GCM_SHA256}, SupportedCurves: []tls.CurveID{tls.X25519, tls.CurveP256}}); err != nil {
+		t.Fatalf("approved hello: %v", err)
+	}
+}
+
+func deniedCount(t *testing.T, reg *prometheus.Registry, reason string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "ambit_ca_denied_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return -1
 }

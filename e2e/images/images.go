@@ -38,7 +38,21 @@ type Options struct {
 	// Tag of the image reference. Optional, default the chart's appVersion
 	// (charts/ambit/Chart.yaml), which is also the chart's default tag.
 	Tag string
+	// FIPS also builds /ambit-fips: ./cmd/ambit against Go's frozen FIPS
+	// 140-3 module (GOFIPS140=FIPSModule), which the chart runs with
+	// fips: true. Off by default: it is a second full build (minutes on
+	// 2 cores the first time) that only FIPS installs need.
+	FIPS bool
 }
+
+// FIPSBinary is the image path of the daemon and CA built for FIPS mode.
+const FIPSBinary = "/ambit-fips"
+
+// FIPSModule is the GOFIPS140 value /ambit-fips is built with: the frozen
+// module version v1.0.0 shipped with the Go toolchain (lib/fips140), the
+// one its "certified" alias names in Go 1.26. Which certificate, if any,
+// covers it is Go's status to check (docs/fips.md).
+const FIPSModule = "v1.0.0"
 
 // Result is what Build wrote.
 type Result struct {
@@ -76,15 +90,26 @@ func Build(ctx context.Context, o Options) (Result, error) {
 	}
 	defer os.RemoveAll(tmp)
 	files := map[string]string{}
-	for inImage, pkg := range Binaries {
+	build := func(inImage, pkg string, env ...string) error {
 		bin := filepath.Join(tmp, filepath.Base(inImage))
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags=-s -w", "-o", bin, pkg)
 		cmd.Dir = root
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
+		cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux"), env...)
 		if out, err := cmd.CombinedOutput(); err != nil {
-			return Result{}, fmt.Errorf("images: go build %s: %w: %s", pkg, err, out)
+			return fmt.Errorf("images: go build %s %v: %w: %s", pkg, env, err, out)
 		}
 		files[inImage] = bin
+		return nil
+	}
+	for inImage, pkg := range Binaries {
+		if err := build(inImage, pkg); err != nil {
+			return Result{}, err
+		}
+	}
+	if o.FIPS {
+		if err := build(FIPSBinary, Binaries["/ambit"], "GOFIPS140="+FIPSModule); err != nil {
+			return Result{}, err
+		}
 	}
 	r := Result{Ref: o.Repository + ":" + o.Tag, Tar: filepath.Join(o.OutDir, "ambit.tar")}
 	img := cluster.Image{Ref: r.Ref, Files: files, Entrypoint: []string{"/ambit"}}

@@ -39,6 +39,9 @@ type ClientConfig struct {
 	RootCAs *x509.CertPool
 	// Timeout bounds one request when ctx has no deadline. Optional, 10s.
 	Timeout time.Duration
+	// FIPS restricts the connection to the FIPS mode profile
+	// (identity.RestrictTLSToFIPS). Optional.
+	FIPS bool
 }
 
 // Client is the node daemon's side of the built-in CA: an identity.Signer
@@ -79,6 +82,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, errors.New("ca client: Bundle and ServerID (or RootCAs) required")
 	}
 	tc.MinVersion = tls.VersionTLS13
+	if cfg.FIPS {
+		identity.RestrictTLSToFIPS(tc)
+	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 10 * time.Second
 	}

@@ -174,6 +174,10 @@ func (a *agent) run(stop context.Context) error {
 		return err
 	}
 	a.dump.Register("trust", trustSection(bundles, pol.engine))
+	fips := fipsState(cfg.FIPS)
+	a.dump.Register("fips", func() any { return fips })
+	a.log.Info("TLS profile", "fips", fips.Requested, "fips140_enabled", fips.Enabled, "fips140_enforced", fips.Enforced,
+		"module_version", fips.ModuleVersion, "gofips140", fips.BuildSetting)
 
 	// Capture and the data path.
 	host, err := openHostNetns(cfg)

@@ -131,7 +131,8 @@ func (a *agent) identities(bundles *identity.BundleStore, met *metrics.Metrics) 
 	if err != nil {
 		return nil, err
 	}
-	client, err := ca.NewClient(ca.ClientConfig{URL: a.cfg.CAAddress, TokenFile: a.cfg.CATokenFile, Bundle: bundles, ServerID: caID})
+	client, err := ca.NewClient(ca.ClientConfig{URL: a.cfg.CAAddress, TokenFile: a.cfg.CATokenFile, Bundle: bundles, ServerID: caID,
+		FIPS: a.cfg.FIPS})
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +205,7 @@ func (a *agent) dataPath(tbl *tables.Tables, met *metrics.Metrics, ids *identity
 	return dataplane.NewNode(dataplane.NodeConfig{Capture: capture, Router: tbl, Authorizer: pol.engine,
 		SVIDs: ids, Bundles: bundles, Live: pol.live, Hooks: conns.Hooks(met.NodeHooks()), Logger: a.log,
 		ReservedPorts: daemonPorts(a.cfg.MetricsAddr, a.cfg.ReadyAddr, a.cfg.AdminAddr), ClusterDomain: a.cfg.ClusterDomain,
+		Settings: tunnel.Settings{FIPS: a.cfg.FIPS},
 		Guard: tunnel.NewGuard(tunnel.GuardConfig{MaxHandshakes: a.cfg.HBONEMaxHandshakes,
 			MaxStreamsPerIdentity: a.cfg.HBONEMaxStreamsPerIdentity})})
 }

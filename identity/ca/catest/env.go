@@ -32,6 +32,7 @@ type Options struct {
 	TTL         time.Duration // optional, default 24h
 	Logger      *slog.Logger  // optional
 	Mutate      func(*ca.Config)
+	FIPS        bool // serve and connect with the FIPS mode TLS profile
 }
 
 // Env is a running in-process CA over real HTTPS on 127.0.0.1.
@@ -50,6 +51,7 @@ type Env struct {
 	srv       *http.Server
 	addr      string
 	tlsConfig *tls.Config
+	fips      bool
 	logger    *slog.Logger
 }
 
@@ -105,6 +107,10 @@ func Start(o Options) (*Env, error) {
 		return nil, err
 	}
 	env.tlsConfig = ca.ServingTLS(is, env.ServerID, []string{"localhost"}, time.Hour, nil)
+	if o.FIPS {
+		identity.RestrictTLSToFIPS(env.tlsConfig)
+	}
+	env.fips = o.FIPS
 	env.logger = o.Logger
 	if err := env.serve("127.0.0.1:0"); err != nil {
 		return nil, err
@@ -138,7 +144,7 @@ func (e *Env) Restart() error { return e.serve(e.addr) }
 
 // Client returns a CA client that uses the Env's token file and bundle.
 func (e *Env) Client() (*ca.Client, error) {
-	return ca.NewClient(ca.ClientConfig{URL: e.URL, TokenFile: e.TokenFile, Bundle: e.Bundle, ServerID: e.ServerID})
+	return ca.NewClient(ca.ClientConfig{URL: e.URL, TokenFile: e.TokenFile, Bundle: e.Bundle, ServerID: e.ServerID, FIPS: e.fips})
 }
 
 // Close stops the server.
