@@ -71,9 +71,10 @@ func TestChartContract(t *testing.T) {
 		t.Fatalf("the chart is the contract: %v", err)
 	}
 	text := string(data)
-	start := strings.Index(text, "command: [/ambit]")
+	const daemon = "command: [{{ if .Values.fips }}/ambit-fips{{ else }}/ambit{{ end }}]"
+	start := strings.Index(text, daemon)
 	if start < 0 {
-		t.Fatal("daemon container (command: [/ambit]) not found in daemonset.yaml")
+		t.Fatalf("daemon container (%s) not found in daemonset.yaml", daemon)
 	}
 	end := strings.Index(text[start:], "env:")
 	if end < 0 {
