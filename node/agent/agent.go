@@ -242,7 +242,7 @@ func (a *agent) run(stop context.Context) error {
 	g.Go("enrolment", func(ctx context.Context) error { enr.Run(ctx); return nil })
 
 	// New pods: the CNI socket.
-	cni, err := cniserver.New(cniserver.Options{SocketPath: cfg.CNISocket, Capture: enr, Enrol: enr.Enrol,
+	cni, err := cniserver.New(cniserver.Options{SocketPath: cfg.CNISocket, Enroller: enr,
 		HostPeer:  func(ns *os.File, ifname string) (string, error) { return redirect.HostPeerIn(host, ns, ifname) },
 		HostNetns: host, Logger: a.log})
 	if err != nil {

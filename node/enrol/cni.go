@@ -7,18 +7,81 @@ import (
 
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cnimsg"
+	"github.com/ambit-mesh/ambit/redirect/cniserver"
 )
 
-// Enrol decides a CNI ADD/CHECK: the pod is captured when it is eligible and
-// its namespace is enrolled. The tables must have synced (and policies be
+// The CNI side: Enroller is the cniserver.Enroller of the daemon's socket.
+var _ cniserver.Enroller = (*Enroller)(nil)
+
+// Add handles a CNI ADD: when the pod belongs in the mesh (decide), it is
+// enrolled before Add returns: certificate, capture, data path, in that
+// order, undone if a later step fails (the ADD then fails and the runtime
+// retries). A new sandbox of an enrolled pod replaces the old one's.
+func (e *Enroller) Add(ctx context.Context, pod cniserver.Pod) (bool, error) {
+	if ok, err := e.decide(ctx, pod.Pod); err != nil || !ok {
+		return false, err
+	}
+	uid := podKey(pod.Pod)
+	unlock := e.lock(uid)
+	defer unlock()
+	w, ok := e.cfg.Tables.Pod(pod.Namespace, pod.Name)
+	if !ok {
+		return false, fmt.Errorf("pod %s/%s vanished from the node's view", pod.Namespace, pod.Name)
+	}
+	if cur := e.current(uid); cur != nil && cur.CaptureID != pod.Netns.ID {
+		// A new sandbox of the same pod: the old one's capture goes first.
+		if err := e.release(ctx, uid, cur); err != nil {
+			return false, err
+		}
+	}
+	if err := e.enrol(ctx, uid, pod.Netns, pod.Capture, w, pod.Netns.Addresses, "cni"); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// Check handles a CNI CHECK: the capture of a pod in the mesh is verified
+// against the kernel state.
+func (e *Enroller) Check(ctx context.Context, pod cniserver.Pod) (bool, error) {
+	if ok, err := e.decide(ctx, pod.Pod); err != nil || !ok {
+		return false, err
+	}
+	return true, e.cfg.Capture.Check(ctx, pod.Netns, pod.Capture)
+}
+
+// Del handles a CNI DEL: the pod's data path and capture go. A sandbox
+// this process never enrolled still has its capture state removed (it may
+// be a previous process's).
+func (e *Enroller) Del(ctx context.Context, containerID string) error {
+	e.mu.Lock()
+	uid, ok := e.byCapture[containerID]
+	for k, sb := range e.sandboxes {
+		if sb.ContainerID == containerID {
+			delete(e.sandboxes, k)
+		}
+	}
+	e.mu.Unlock()
+	if !ok {
+		return e.cfg.Capture.Remove(ctx, redirect.PodNetns{ID: containerID})
+	}
+	unlock := e.lock(uid)
+	defer unlock()
+	if cur := e.current(uid); cur != nil && cur.CaptureID == containerID {
+		return e.release(ctx, uid, cur)
+	}
+	return nil
+}
+
+// decide records the sandbox (a running pod's later enrolment uses it) and
+// decides whether the pod is captured: it is when it is eligible and its
+// namespace is enrolled. The tables must have synced (and policies be
 // loaded) first, and the pod must be known: the kubelet only starts
 // sandboxes of pods the API server has, so an unknown pod in an enrolled
 // namespace means the watch lags, and the ADD fails to be retried rather
 // than start the pod uncaptured.
-func (e *Enroller) Enrol(ctx context.Context, p cnimsg.Pod) (bool, error) {
+func (e *Enroller) decide(ctx context.Context, p cnimsg.Pod) (bool, error) {
 	e.mu.Lock()
 	e.sandboxes[podKey(p)] = p
-	e.byCID[p.ContainerID] = podKey(p)
 	e.mu.Unlock()
 	if err := e.cfg.Synced(ctx); err != nil {
 		return false, fmt.Errorf("waiting for the cluster state: %w", err)
@@ -44,59 +107,4 @@ func (e *Enroller) Enrol(ctx context.Context, p cnimsg.Pod) (bool, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// Apply enrols the pod of a CNI ADD: capture, certificate, data path, in
-// that order, undone if a later step fails (the ADD then fails and the
-// runtime retries).
-func (e *Enroller) Apply(ctx context.Context, pod redirect.PodNetns, desired redirect.Config) error {
-	e.mu.Lock()
-	uid, ok := e.byCID[pod.ID]
-	sb := e.sandboxes[uid]
-	e.mu.Unlock()
-	if !ok {
-		return fmt.Errorf("container %s: no enrolment decision recorded", pod.ID)
-	}
-	unlock := e.lock(uid)
-	defer unlock()
-	w, ok := e.cfg.Tables.Pod(sb.Namespace, sb.Name)
-	if !ok {
-		return fmt.Errorf("pod %s/%s vanished from the node's view", sb.Namespace, sb.Name)
-	}
-	if cur := e.current(uid); cur != nil && cur.CaptureID != pod.ID {
-		// A new sandbox of the same pod: the old one's capture goes first.
-		if err := e.release(ctx, uid, cur); err != nil {
-			return err
-		}
-	}
-	return e.enrol(ctx, uid, pod, desired, w, pod.Addresses, "cni")
-}
-
-// Check verifies a CNI CHECK against the kernel state.
-func (e *Enroller) Check(ctx context.Context, pod redirect.PodNetns, desired redirect.Config) error {
-	return e.cfg.Capture.Check(ctx, pod, desired)
-}
-
-// Remove handles a CNI DEL: the pod's data path and capture go. A sandbox
-// this process never enrolled still has its capture state removed (it may
-// be a previous process's).
-func (e *Enroller) Remove(ctx context.Context, pod redirect.PodNetns) error {
-	e.mu.Lock()
-	uid, ok := e.byCapture[pod.ID]
-	if cu, cok := e.byCID[pod.ID]; cok {
-		if sb := e.sandboxes[cu]; sb.ContainerID == pod.ID {
-			delete(e.sandboxes, cu)
-		}
-		delete(e.byCID, pod.ID)
-	}
-	e.mu.Unlock()
-	if !ok {
-		return e.cfg.Capture.Remove(ctx, pod)
-	}
-	unlock := e.lock(uid)
-	defer unlock()
-	if cur := e.current(uid); cur != nil && cur.CaptureID == pod.ID {
-		return e.release(ctx, uid, cur)
-	}
-	return nil
 }

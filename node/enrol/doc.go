@@ -3,9 +3,10 @@
 // and the data path (node/dataplane) of every pod of this node equal to
 // what the node's view of the cluster (node/tables) says.
 //
-// A pod is enrolled at its CNI ADD (Enroller.Enrol decides, Enroller.Apply
-// applies: certificate, capture, data path, in that order, undone if a
-// step fails), or while it runs when the tables report it enrolled
+// A pod is enrolled at its CNI ADD (Enroller.Add, the cniserver.Enroller
+// of the daemon's CNI socket: it decides, then obtains the certificate,
+// applies capture and starts the data path, in that order, undone if a
+// step fails, before the ADD is acknowledged), or while it runs when the tables report it enrolled
 // (namespace labelled later: its network namespace is the one its ADD
 // reported, or found by its address), or by Recover after a restart.
 // Tables events reach the worker (Run) through a Queue.
@@ -16,7 +17,7 @@
 // or gone from the API keeps its capture, data path and certificate until
 // then. Work on one pod is serialized; pods proceed in parallel.
 //
-// Pitfalls: Enrol waits for the tables and the policies to be synced (a
+// Pitfalls: an ADD waits for the tables and the policies to be synced (a
 // data path started earlier would allow what the policies deny); a pod
 // unknown to the tables in an enrolled namespace fails its ADD, to be
 // retried, rather than start uncaptured. The per-pod records under

@@ -127,7 +127,6 @@ type Enroller struct {
 	pods      map[string]*enrolledPod // pod UID -> what is applied
 	byCapture map[string]string       // capture ID -> pod UID
 	sandboxes map[string]cnimsg.Pod   // pod UID -> its last CNI ADD (enrolled or not)
-	byCID     map[string]string       // container ID -> pod UID, for the ADD's Apply
 	failing   map[string]string       // pod UID -> last reconcile error
 	podLocks  map[string]*podLock
 	queue     *Queue
@@ -185,7 +184,7 @@ func New(cfg Config) *Enroller {
 	}
 	return &Enroller{cfg: cfg, log: cfg.Logger,
 		pods: map[string]*enrolledPod{}, byCapture: map[string]string{}, sandboxes: map[string]cnimsg.Pod{},
-		byCID: map[string]string{}, failing: map[string]string{},
+		failing:  map[string]string{},
 		podLocks: map[string]*podLock{}, queue: cfg.Queue}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/ambit-mesh/ambit/node/tables"
 	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cnimsg"
+	"github.com/ambit-mesh/ambit/redirect/cniserver"
 )
 
 // Hand-written fakes of the enroller's collaborators.
@@ -236,15 +237,11 @@ func (fx *fixture) cniPod(ns, name, uid, cid string) cnimsg.Pod {
 		IPs: []netip.Addr{ipA}, Gateways: []netip.Addr{gw}}
 }
 
-// add runs a CNI ADD as cniserver does: Enrol, then Apply if enrolled.
+// add runs a CNI ADD with the pod cniserver passes.
 func (fx *fixture) add(p cnimsg.Pod) (bool, error) {
-	ctx := context.Background()
-	ok, err := fx.e.Enrol(ctx, p)
-	if err != nil || !ok {
-		return ok, err
-	}
-	return true, fx.e.Apply(ctx, redirect.PodNetns{ID: p.ContainerID, NetnsPath: p.NetnsPath, Interface: p.Interface, Addresses: p.IPs},
-		redirect.Config{ProbeSources: p.Gateways})
+	return fx.e.Add(context.Background(), cniserver.Pod{Pod: p,
+		Netns:   redirect.PodNetns{ID: p.ContainerID, NetnsPath: p.NetnsPath, Interface: p.Interface, Addresses: p.IPs},
+		Capture: redirect.Config{ProbeSources: p.Gateways}})
 }
 
 // idle: nothing is marked for the worker.
@@ -431,13 +428,13 @@ func TestCNIDel(t *testing.T) {
 	if _, err := fx.add(fx.cniPod("shop", "web-1", "u1", "c1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := fx.e.Remove(context.Background(), redirect.PodNetns{ID: "c1"}); err != nil {
+	if err := fx.e.Del(context.Background(), "c1"); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := fx.data.spec("c1"); fx.e.EnrolledCount() != 0 || len(fx.capture.ids()) != 0 || ok {
 		t.Errorf("after DEL: %d enrolled, capture %v, data path %v", fx.e.EnrolledCount(), fx.capture.ids(), ok)
 	}
-	if err := fx.e.Remove(context.Background(), redirect.PodNetns{ID: "stale"}); err != nil {
+	if err := fx.e.Del(context.Background(), "stale"); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(fx.capture.removed, "stale") {
@@ -499,7 +496,7 @@ func TestRecover(t *testing.T) {
 		t.Errorf("snapshot %+v", snap)
 	}
 	// Releasing it drops the identity's reference.
-	if err := fx.e.Remove(context.Background(), redirect.PodNetns{ID: "c1"}); err != nil {
+	if err := fx.e.Del(context.Background(), "c1"); err != nil {
 		t.Fatal(err)
 	}
 	if n := fx.refs[spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/web")]; n != 0 {

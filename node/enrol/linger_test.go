@@ -124,7 +124,7 @@ func TestLeavingPodReleasedByDelOrNewNetns(t *testing.T) {
 	fx.tables.mu.Unlock()
 	fx.e.markAll()
 	fx.settle(func() bool { return fx.idle() && fx.leaving("shop/web-1") && fx.leaving("shop/web-2") }, "both leaving")
-	if err := fx.e.Remove(context.Background(), redirect.PodNetns{ID: "c2"}); err != nil {
+	if err := fx.e.Del(context.Background(), "c2"); err != nil {
 		t.Fatal(err)
 	}
 	if got := fx.capture.ids(); !slices.Equal(got, []string{"c1"}) {

@@ -36,7 +36,7 @@ func (e *timingExec) ExecPlugin(ctx context.Context, path string, stdin []byte, 
 // reports p50/p99 of ambit-cni's ADD (no certificate fetch). Run with
 // -benchtime=100x for the 100-pod figure.
 func BenchmarkEnrol(b *testing.B) {
-	n := newNode(b, Options{EnrolAll: true})
+	n := newNode(b, enrolAll)
 	te := &timingExec{DefaultExec: invoke.DefaultExec{RawExec: &invoke.RawExec{}}}
 	n.cni = libcni.NewCNIConfigWithCacheDir([]string{cniBins(b)}, filepath.Join(n.dir, "cache"), te)
 	list := n.conflist("1.0.0", n.socket)

@@ -91,6 +91,38 @@ func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 var netSeq atomic.Int32
 
+// captureEnroller stands in for the daemon's enroller (node/enrol) over a
+// real capture manager: decide says whether a pod is captured, certify
+// plays the certificate fetch that precedes capture.
+type captureEnroller struct {
+	m       *redirect.Manager
+	decide  func(cnimsg.Pod) (bool, error)
+	certify func(cnimsg.Pod) error
+}
+
+func (e *captureEnroller) Add(ctx context.Context, p Pod) (bool, error) {
+	if ok, err := e.decide(p.Pod); err != nil || !ok {
+		return false, err
+	}
+	if err := e.certify(p.Pod); err != nil {
+		return false, fmt.Errorf("certificate: %w", err)
+	}
+	return true, e.m.Apply(ctx, p.Netns, p.Capture)
+}
+
+func (e *captureEnroller) Check(ctx context.Context, p Pod) (bool, error) {
+	if ok, err := e.decide(p.Pod); err != nil || !ok {
+		return false, err
+	}
+	return true, e.m.Check(ctx, p.Netns, p.Capture)
+}
+
+func (e *captureEnroller) Del(ctx context.Context, id string) error {
+	return e.m.Remove(ctx, redirect.PodNetns{ID: id})
+}
+
+func enrolAll(cnimsg.Pod) (bool, error) { return true, nil }
+
 // node is a daemon (capture manager + CNI server) and a CNI network.
 type node struct {
 	t        testing.TB
@@ -105,7 +137,7 @@ type node struct {
 	prefErr  atomic.Pointer[error]
 }
 
-func newNode(t testing.TB, opts Options) *node {
+func newNode(t testing.TB, decide func(cnimsg.Pod) (bool, error)) *node {
 	t.Helper()
 	nstest.NeedRoot(t)
 	k := 100 + os.Getpid()%100 + int(netSeq.Add(1))%50
@@ -126,17 +158,14 @@ func newNode(t testing.TB, opts Options) *node {
 	t.Cleanup(func() { m.Uninstall(context.Background()) })
 	n.m = m
 	n.socket = filepath.Join(n.dir, "cni.sock")
-	opts.SocketPath, opts.Capture, opts.Logger = n.socket, m, log
-	if opts.Prefetch == nil {
-		opts.Prefetch = func(ctx context.Context, p cnimsg.Pod) error {
-			n.prefetch.Add(1)
-			if e := n.prefErr.Load(); e != nil {
-				return *e
-			}
-			return nil
+	enr := &captureEnroller{m: m, decide: decide, certify: func(cnimsg.Pod) error {
+		n.prefetch.Add(1)
+		if e := n.prefErr.Load(); e != nil {
+			return *e
 		}
-	}
-	srv, err := New(opts)
+		return nil
+	}}
+	srv, err := New(Options{SocketPath: n.socket, Enroller: enr, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +219,7 @@ func ctxT(t *testing.T) context.Context {
 func TestChainedPlugin(t *testing.T) {
 	for _, v := range []string{"1.0.0", "0.4.0"} {
 		t.Run(v, func(t *testing.T) {
-			n := newNode(t, Options{EnrolAll: true})
+			n := newNode(t, enrolAll)
 			ctx := ctxT(t)
 			ns, path := nstest.NewNetns(t, n.dir, "pod1")
 			list := n.conflist(v, n.socket)
@@ -289,16 +318,17 @@ func TestChainedPlugin(t *testing.T) {
 }
 
 // A pod that must be enrolled never runs uncaptured: daemon unreachable,
-// enrolment decision failing, prefetch failing each fail the ADD (and leave
-// no capture behind); a pod not to be enrolled passes straight through.
+// enrolment decision failing, certificate failing each fail the ADD (and
+// leave no capture behind); a pod not to be enrolled passes straight
+// through.
 func TestChainedPluginFailures(t *testing.T) {
 	enrolErr := atomic.Bool{}
-	n := newNode(t, Options{Enrol: func(_ context.Context, p cnimsg.Pod) (bool, error) {
+	n := newNode(t, func(p cnimsg.Pod) (bool, error) {
 		if enrolErr.Load() {
 			return false, fmt.Errorf("agent not ready")
 		}
 		return p.Name != "web-optout1", nil
-	}})
+	})
 	ctx := ctxT(t)
 	_, path := nstest.NewNetns(t, n.dir, "pod1")
 	try := func(name string, list *libcni.NetworkConfigList, id string) error {

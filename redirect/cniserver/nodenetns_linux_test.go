@@ -47,10 +47,10 @@ func TestRefusesNodeNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer self.Close()
-	f := &fakeCapture{}
+	f := &fakeEnroller{enrol: true}
 	logs := &lockedLog{}
 	sock := filepath.Join(t.TempDir(), "cni.sock")
-	srv, err := New(Options{SocketPath: sock, Capture: f, EnrolAll: true, Timeout: 2 * time.Second, HostNetns: host,
+	srv, err := New(Options{SocketPath: sock, Enroller: f, Timeout: 2 * time.Second, HostNetns: host,
 		HostPeer: func(*os.File, string) (string, error) { return "", os.ErrNotExist },
 		Logger:   slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
@@ -100,7 +100,7 @@ func TestRefusesNodeNetns(t *testing.T) {
 		}
 	}
 	if n := f.calls.Load(); n != 0 {
-		t.Fatalf("capture called %d times for the node's or the daemon's namespace", n)
+		t.Fatalf("enroller called %d times for the node's or the daemon's namespace", n)
 	}
 	if st := srv.Stats(); st.NodeNetns != 4 || st.Rejected != 4 || st.Added != 0 {
 		t.Fatalf("stats %+v, want 4 refused for the node's namespace", st)

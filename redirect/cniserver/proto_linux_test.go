@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ambit-mesh/ambit/redirect"
 	"github.com/ambit-mesh/ambit/redirect/cnimsg"
 	"github.com/ambit-mesh/ambit/redirect/nstest"
 	"go.uber.org/goleak"
@@ -23,24 +22,27 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeCapture records calls; bad input must never reach it.
-type fakeCapture struct{ calls atomic.Int64 }
-
-func (f *fakeCapture) Apply(context.Context, redirect.PodNetns, redirect.Config) error {
-	f.calls.Add(1)
-	return nil
+// fakeEnroller records calls; bad input must never reach it.
+type fakeEnroller struct {
+	calls atomic.Int64
+	enrol bool
 }
-func (f *fakeCapture) Check(context.Context, redirect.PodNetns, redirect.Config) error {
-	f.calls.Add(1)
-	return nil
-}
-func (f *fakeCapture) Remove(context.Context, redirect.PodNetns) error { f.calls.Add(1); return nil }
 
-func startFake(t *testing.T, uid uint32) (*Server, *fakeCapture, string) {
+func (f *fakeEnroller) Add(context.Context, Pod) (bool, error) {
+	f.calls.Add(1)
+	return f.enrol, nil
+}
+func (f *fakeEnroller) Check(context.Context, Pod) (bool, error) {
+	f.calls.Add(1)
+	return f.enrol, nil
+}
+func (f *fakeEnroller) Del(context.Context, string) error { f.calls.Add(1); return nil }
+
+func startFake(t *testing.T, uid uint32) (*Server, *fakeEnroller, string) {
 	t.Helper()
-	f := &fakeCapture{}
+	f := &fakeEnroller{enrol: true}
 	sock := filepath.Join(t.TempDir(), "cni.sock")
-	srv, err := New(Options{SocketPath: sock, Capture: f, EnrolAll: true, AllowUID: uid, Timeout: 2 * time.Second,
+	srv, err := New(Options{SocketPath: sock, Enroller: f, AllowUID: uid, Timeout: 2 * time.Second,
 		HostPeer: func(*os.File, string) (string, error) { return "", os.ErrNotExist },
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -126,7 +128,7 @@ func TestRejects(t *testing.T) {
 		}
 	}
 	if f.calls.Load() != 0 {
-		t.Errorf("capture called %d times on bad input", f.calls.Load())
+		t.Errorf("enroller called %d times on bad input", f.calls.Load())
 	}
 	if s := srv.Stats(); s.Rejected != int64(len(cases)) {
 		t.Errorf("rejected %d, want %d", s.Rejected, len(cases))
@@ -159,8 +161,7 @@ func TestSuccessorKeepsSocket(t *testing.T) {
 		t.Skip("needs root: SO_PEERCRED must match uid 0")
 	}
 	first, _, sock := startFake(t, 0)
-	f := &fakeCapture{}
-	second, err := New(Options{SocketPath: sock, Capture: f, EnrolAll: false, Timeout: 2 * time.Second,
+	second, err := New(Options{SocketPath: sock, Enroller: &fakeEnroller{enrol: false}, Timeout: 2 * time.Second,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,17 +1,3 @@
-// Package cniserver is the node daemon's side of the ambit-cni protocol
-// (package cnimsg): a unix seqpacket socket where the chained CNI plugin
-// announces pods before they start. For each ADD the server authenticates
-// the peer (SO_PEERCRED: only the configured uid, root by default),
-// validates the request and the netns descriptor passed with it (a network
-// namespace, the one at the request's path, and neither the node's nor the
-// daemon's own), decides
-// enrolment, applies capture, prefetches the pod's certificate and only
-// then acknowledges; any failure is answered with an error so the runtime
-// fails the ADD and retries: a pod that should be captured never starts
-// uncaptured. DEL removes capture (unknown pods succeed). CHECK verifies.
-//
-// seqpacket rather than stream: one read is one message, so a frame and
-// the descriptor that travels with it can never be split or merged.
 package cniserver
 
 import (
@@ -30,30 +16,43 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Capture is what the server drives; *redirect.Manager implements it.
-type Capture interface {
-	Apply(ctx context.Context, pod redirect.PodNetns, desired redirect.Config) error
-	Check(ctx context.Context, pod redirect.PodNetns, desired redirect.Config) error
-	Remove(ctx context.Context, pod redirect.PodNetns) error
+// Pod is a pod announced by an ADD or CHECK, its network namespace
+// verified.
+type Pod struct {
+	// Pod is the request as the runtime sent it (namespace, name, UID,
+	// container ID, interface, addresses, gateways, netns path).
+	cnimsg.Pod
+	// Netns is the pod's namespace for capture: ID is the container ID;
+	// Netns, the descriptor the plugin passed, is open only during the
+	// call; HostInterface is the host side of the pod's interface, or
+	// empty when not found.
+	Netns redirect.PodNetns
+	// Capture is the desired capture config: the pod's gateways as the
+	// kubelet's probe sources, none when the host side is unknown (nothing
+	// could tell a probe from a forgery).
+	Capture redirect.Config
+}
+
+// Enroller decides and does the enrolment of the pods the server
+// announces; the node daemon passes node/enrol's Enroller.
+type Enroller interface {
+	// Add enrols the pod when it belongs in the mesh and returns whether
+	// it did; it returns only once the pod is fully served (the ADD is
+	// acknowledged then), and an error fails the ADD, to be retried.
+	Add(ctx context.Context, pod Pod) (enrolled bool, err error)
+	// Check verifies an enrolled pod's capture (false: not in the mesh).
+	Check(ctx context.Context, pod Pod) (enrolled bool, err error)
+	// Del releases the pod of a sandbox; an unknown sandbox is not an
+	// error (DEL is repeated, and may follow a failed ADD).
+	Del(ctx context.Context, containerID string) error
 }
 
 // Options configures a Server.
 type Options struct {
 	// SocketPath is the unix socket to listen on. Required.
 	SocketPath string
-	// Capture applies and removes capture. Required.
-	Capture Capture
-	// Enrol decides whether a pod is captured. Optional: default EnrolAll.
-	Enrol func(ctx context.Context, pod cnimsg.Pod) (bool, error)
-	// EnrolAll is the switch used when Enrol is nil. Optional.
-	EnrolAll bool
-	// Prefetch is called after capture is set up and before the ADD is
-	// acknowledged (the identity manager fetches the pod's certificate).
-	// Optional.
-	Prefetch func(ctx context.Context, pod cnimsg.Pod) error
-	// Config builds the desired capture config. Optional: default probes
-	// from the pod's gateways.
-	Config func(pod cnimsg.Pod) redirect.Config
+	// Enroller enrols and releases the announced pods. Required.
+	Enroller Enroller
 	// HostPeer finds the host-side interface of the pod's interface.
 	// Optional: default redirect.HostPeer.
 	HostPeer func(ns *os.File, ifname string) (string, error)
@@ -89,8 +88,8 @@ type Server struct {
 
 // New validates opts and listens on SocketPath (replacing a stale socket).
 func New(opts Options) (*Server, error) {
-	if opts.SocketPath == "" || opts.Capture == nil {
-		return nil, errors.New("cniserver: SocketPath and Capture are required")
+	if opts.SocketPath == "" || opts.Enroller == nil {
+		return nil, errors.New("cniserver: SocketPath and Enroller are required")
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -100,13 +99,6 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.HostPeer == nil {
 		opts.HostPeer = redirect.HostPeer
-	}
-	if opts.Config == nil {
-		opts.Config = func(p cnimsg.Pod) redirect.Config { return redirect.Config{ProbeSources: p.Gateways} }
-	}
-	if opts.Enrol == nil {
-		all := opts.EnrolAll
-		opts.Enrol = func(context.Context, cnimsg.Pod) (bool, error) { return all, nil }
 	}
 	os.Remove(opts.SocketPath)
 	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: opts.SocketPath, Net: "unixpacket"})
@@ -221,8 +213,8 @@ func (s *Server) serveOne(ctx context.Context, c *net.UnixConn) (cnimsg.Response
 		if len(fds) != 0 {
 			return cnimsg.Response{}, rejectErr{errors.New("DEL carries no netns descriptor")}
 		}
-		if err := s.opts.Capture.Remove(ctx, redirect.PodNetns{ID: req.Pod.ContainerID}); err != nil {
-			return cnimsg.Response{}, fmt.Errorf("remove capture: %w", err)
+		if err := s.opts.Enroller.Del(ctx, req.Pod.ContainerID); err != nil {
+			return cnimsg.Response{}, fmt.Errorf("release: %w", err)
 		}
 		s.deleted.Add(1)
 		log.Info("pod released")
@@ -238,44 +230,39 @@ func (s *Server) serveOne(ctx context.Context, c *net.UnixConn) (cnimsg.Response
 		s.nodeNetns.Add(1)
 		return cnimsg.Response{}, rejectErr{fmt.Errorf("pod %s/%s netns %s: %w", req.Pod.Namespace, req.Pod.Name, req.Pod.NetnsPath, err)}
 	}
-	enrol, err := s.opts.Enrol(ctx, req.Pod)
-	if err != nil {
-		return cnimsg.Response{}, fmt.Errorf("enrolment decision: %w", err)
-	}
-	if !enrol {
-		s.notEnrolled.Add(1)
-		return cnimsg.Response{OK: true, Enrolled: false}, nil
-	}
-	pod := redirect.PodNetns{ID: req.Pod.ContainerID, NetnsPath: req.Pod.NetnsPath, Netns: fds[0],
-		Interface: req.Pod.Interface, Addresses: req.Pod.IPs}
-	cfg := s.opts.Config(req.Pod)
-	if host, err := s.opts.HostPeer(fds[0], req.Pod.Interface); err == nil {
-		pod.HostInterface = host
-	} else if len(cfg.ProbeSources) > 0 {
+	pod := Pod{Pod: req.Pod, Capture: redirect.Config{ProbeSources: req.Pod.Gateways},
+		Netns: redirect.PodNetns{ID: req.Pod.ContainerID, NetnsPath: req.Pod.NetnsPath, Netns: fds[0],
+			Interface: req.Pod.Interface, Addresses: req.Pod.IPs}}
+	host, peerErr := s.opts.HostPeer(fds[0], req.Pod.Interface)
+	if peerErr == nil {
+		pod.Netns.HostInterface = host
+	} else if len(pod.Capture.ProbeSources) > 0 {
 		// Without the host side nothing can tell a probe from a forgery:
 		// no probe exemption.
-		log.Warn("no host-side peer found; kubelet probes will be captured", "err", err)
-		cfg.ProbeSources = nil
+		pod.Capture.ProbeSources = nil
+	} else {
+		peerErr = nil
 	}
 	if req.Op == cnimsg.OpCheck {
-		if err := s.opts.Capture.Check(ctx, pod, cfg); err != nil {
+		enrolled, err := s.opts.Enroller.Check(ctx, pod)
+		if err != nil {
 			return cnimsg.Response{}, fmt.Errorf("check: %w", err)
 		}
 		s.checked.Add(1)
-		return cnimsg.Response{OK: true, Enrolled: true}, nil
+		return cnimsg.Response{OK: true, Enrolled: enrolled}, nil
 	}
-	if err := s.opts.Capture.Apply(ctx, pod, cfg); err != nil {
-		return cnimsg.Response{}, fmt.Errorf("apply capture: %w", err)
+	enrolled, err := s.opts.Enroller.Add(ctx, pod)
+	if err != nil {
+		return cnimsg.Response{}, fmt.Errorf("enrol: %w", err)
 	}
-	if s.opts.Prefetch != nil {
-		if err := s.opts.Prefetch(ctx, req.Pod); err != nil {
-			if rerr := s.opts.Capture.Remove(ctx, pod); rerr != nil {
-				log.Error("undo capture after failed prefetch", "err", rerr)
-			}
-			return cnimsg.Response{}, fmt.Errorf("prefetch certificate: %w", err)
-		}
+	if !enrolled {
+		s.notEnrolled.Add(1)
+		return cnimsg.Response{OK: true, Enrolled: false}, nil
 	}
 	s.added.Add(1)
+	if peerErr != nil {
+		log.Warn("no host-side peer found; kubelet probes are captured", "err", peerErr)
+	}
 	log.Info("pod enrolled", "ips", fmt.Sprint(req.Pod.IPs))
 	return cnimsg.Response{OK: true, Enrolled: true}, nil
 }
