@@ -58,6 +58,11 @@
 // whole configuration with one atomic pointer store; an invalid update is
 // refused and the old one stays.
 //
+// # FIPS mode
+//
+// RestrictTLSToFIPS is the TLS profile of FIPS mode shared by the tunnel and
+// the CA (TLS 1.3, AES-GCM, P-256/P-384, approved peer keys); docs/fips.md.
+//
 // This package imports neither Kubernetes nor kernel packages: whatever it
 // needs from a cluster (token review, pod lookup) arrives through the
 // interfaces of identity/ca, implemented in node/kubeca.

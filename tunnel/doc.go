@@ -61,7 +61,10 @@
 // # Protocol profile
 //
 // TLS 1.3 only unless Settings.AllowTLS12 (then TLS 1.2 with ECDHE and
-// AES-GCM only). crypto/tls does not let TLS 1.3 cipher suites be
+// AES-GCM only). Settings.FIPS narrows both ends to the FIPS mode profile
+// (identity.RestrictTLSToFIPS: P-256/P-384 key exchange only, approved
+// peer keys; a ClientHello without them is refused, counted as
+// RefuseTLSAlgorithms; docs/fips.md). crypto/tls does not let TLS 1.3 cipher suites be
 // configured; both ends therefore check the negotiated suite in
 // VerifyConnection and abort anything but TLS_AES_128_GCM_SHA256 and
 // TLS_AES_256_GCM_SHA384 (Go picks AES-GCM whenever the CPU has AES
