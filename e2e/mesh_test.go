@@ -332,6 +332,33 @@ func (m *mesh) metricsShowIdentities(ctx context.Context, t *testing.T) {
 	if v := metricSum(text, "ambit_build_info", nil); v != 1 {
 		t.Errorf("ambit_build_info = %v", v)
 	}
+	// Istio's standard metrics, as ztunnel reports them: the connection
+	// the client made to echo.<ns>.svc.cluster.local:80 names the Service
+	// (resolved from the VIP it dialled), on the client's daemon and, from
+	// the forwarded host, on the server's.
+	svc := map[string]string{"destination_service": "echo." + meshNS + ".svc.cluster.local",
+		"destination_service_name": "echo", "destination_service_namespace": meshNS,
+		"source_principal": "spiffe://cluster.local/ns/" + meshNS + "/sa/" + clientSA,
+		"destination_principal": "spiffe://cluster.local/ns/" + meshNS + "/sa/" + echoSA,
+		"connection_security_policy": "mutual_tls", "request_protocol": "tcp", "source_cluster": "Kubernetes"}
+	src := map[string]string{"reporter": "source"}
+	for k, v := range svc {
+		src[k] = v
+	}
+	if v := metricSum(text, "istio_tcp_connections_opened_total", src); v < 1 {
+		t.Errorf("node-1 daemon: no istio_tcp_connections_opened_total %v:\n%s", src, grepLines(text, "istio_tcp_connections_opened"))
+	}
+	dst := map[string]string{"reporter": "destination"}
+	for k, v := range svc {
+		dst[k] = v
+	}
+	var all string
+	for _, n := range m.c.Nodes {
+		all += m.scrape(ctx, m.daemonPod(ctx, n.Name))
+	}
+	if v := metricSum(all, "istio_tcp_connections_opened_total", dst); v < 1 {
+		t.Errorf("no daemon reports the Service connection as its destination %v:\n%s", dst, grepLines(all, "istio_tcp_connections_opened"))
+	}
 }
 
 func grepLines(text, sub string) string {
