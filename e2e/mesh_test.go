@@ -338,8 +338,8 @@ func (m *mesh) metricsShowIdentities(ctx context.Context, t *testing.T) {
 	// the forwarded host, on the server's.
 	svc := map[string]string{"destination_service": "echo." + meshNS + ".svc.cluster.local",
 		"destination_service_name": "echo", "destination_service_namespace": meshNS,
-		"source_principal": "spiffe://cluster.local/ns/" + meshNS + "/sa/" + clientSA,
-		"destination_principal": "spiffe://cluster.local/ns/" + meshNS + "/sa/" + echoSA,
+		"source_principal":           "spiffe://cluster.local/ns/" + meshNS + "/sa/" + clientSA,
+		"destination_principal":      "spiffe://cluster.local/ns/" + meshNS + "/sa/" + echoSA,
 		"connection_security_policy": "mutual_tls", "request_protocol": "tcp", "source_cluster": "Kubernetes"}
 	src := map[string]string{"reporter": "source"}
 	for k, v := range svc {
