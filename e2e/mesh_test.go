@@ -340,7 +340,7 @@ func (m *mesh) metricsShowIdentities(ctx context.Context, t *testing.T) {
 		"destination_service_name": "echo", "destination_service_namespace": meshNS,
 		"source_principal":           "spiffe://cluster.local/ns/" + meshNS + "/sa/" + clientSA,
 		"destination_principal":      "spiffe://cluster.local/ns/" + meshNS + "/sa/" + echoSA,
-		"connection_security_policy": "mutual_tls", "request_protocol": "tcp", "source_cluster": "Kubernetes"}
+		"connection_security_policy": "mutual_tls", "request_protocol": "tcp", "destination_cluster": "Kubernetes"}
 	src := map[string]string{"reporter": "source"}
 	for k, v := range svc {
 		src[k] = v
