@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ambit-mesh/ambit/node/admin"
 	"github.com/ambit-mesh/ambit/node/connections"
+	"github.com/ambit-mesh/ambit/node/metrics"
 )
 
 // TestBinary builds ambitctl and runs it as a process: a table from a real
@@ -36,7 +38,12 @@ func TestBinary(t *testing.T) {
 	dump.Register("workloads", func() any {
 		return []map[string]any{{"namespace": "pay", "name": "backend-0", "ips": []string{"10.2.0.9"}, "enrolled": true}}
 	})
-	srv, err := admin.New(admin.Config{Level: new(slog.LevelVar), ConfigDump: dump, Connections: tbl.SnapshotAny})
+	met, err := metrics.New(metrics.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	srv, err := admin.New(admin.Config{Level: level, AccessLog: met, ConfigDump: dump, Connections: tbl.SnapshotAny})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,6 +56,11 @@ func TestBinary(t *testing.T) {
 	go func() { done <- admin.ServeListener(ctx, ln, srv.Handler(), nil) }()
 	defer func() { cancel(); <-done }()
 	url := "http://" + ln.Addr().String()
+	saved := filepath.Join(t.TempDir(), "workloads.json")
+	fullDump := filepath.Join(t.TempDir(), "dump.json")
+	if err := os.WriteFile(fullDump, []byte(`{"workloads":[{"namespace":"shop","name":"web-0","enrolled":false}],"config":{}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, tc := range []struct {
 		args       []string
@@ -58,9 +70,18 @@ func TestBinary(t *testing.T) {
 	}{
 		{[]string{"workloads", "--admin", url}, 0, "NAMESPACE  NAME       IPS       ENROLLED\npay        backend-0  10.2.0.9  yes\n", ""},
 		{[]string{"connections", "--admin", url}, 0, "", "ambitctl: no live connections"},
-		{[]string{"workloads", "--admin", url, "-o", "xml"}, 2, "", `ambitctl: -o "xml": want table or json (ambitctl -h for usage)`},
+		{[]string{"workloads", "--admin", url, "-o", "xml"}, 2, "", `ambitctl: -o "xml": want table, json or yaml (ambitctl -h for usage)`},
+		{[]string{"workloads", "--admin", url, "-o", "yaml"}, 0, "- enrolled: true\n  ips:\n  - 10.2.0.9\n  name: backend-0\n  namespace: pay\n", ""},
+		{[]string{"log", "--admin", url}, 0, "level: info\naccess_log: all\n", ""},
+		{[]string{"log", "--admin", url, "--level", "debug", "--access-log", "failures"}, 0, "level: debug\naccess_log: failures\n", ""},
+		{[]string{"log", "--admin", url, "--access-log", "some"}, 1, "", `400 Bad Request: bad access_log "some"`},
+		{[]string{"workloads", "--file", fullDump}, 0, "NAMESPACE  NAME   ENROLLED\nshop       web-0  no\n", ""},
+		{[]string{"workloads", "--file", filepath.Join(t.TempDir(), "none.json")}, 1, "", "no such file"},
 		{[]string{"workloads", "--admin", "127.0.0.1:1"}, 1, "", "connection refused"},
 	} {
+		if tc.args[0] == "save" {
+			continue
+		}
 		cmd := exec.Command(bin, tc.args...)
 		var out, errb strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &errb
@@ -77,5 +98,24 @@ func TestBinary(t *testing.T) {
 			t.Errorf("ambitctl %q: exit %d, stdout %q, stderr %q; want exit %d, stdout %q, stderr with %q",
 				tc.args, code, out.String(), errb.String(), tc.code, tc.stdout, tc.stderrPart)
 		}
+	}
+	// The log command changed the daemon's levels.
+	if level.Level() != slog.LevelDebug || met.AccessLogLevel() != "failures" {
+		t.Errorf("after ambitctl log: level %v, access log %s", level.Level(), met.AccessLogLevel())
+	}
+	// A saved -o json is read back with --file.
+	out, err := exec.Command(bin, "workloads", "--admin", url, "-o", "json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(saved, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := exec.Command(bin, "workloads", "--file", saved).Output(); err != nil ||
+		string(got) != "NAMESPACE  NAME       IPS       ENROLLED\npay        backend-0  10.2.0.9  yes\n" {
+		t.Errorf("--file of a saved -o json: %q, %v", got, err)
+	}
+	if got, err := exec.Command(bin, "version").Output(); err != nil || !strings.HasPrefix(string(got), "ambitctl ") {
+		t.Errorf("version: %q, %v", got, err)
 	}
 }

@@ -1,7 +1,9 @@
 // Package ctl is ambitctl: it reads one node daemon's admin endpoint
 // (node/admin: /config_dump sections and /connections) and prints
-// workloads, certificates, policies or live connections as an aligned
-// table or as JSON.
+// workloads, certificates, policies or live connections (with the bytes
+// each carried so far) as an aligned table, JSON or YAML; `log` reads and
+// changes the daemon's log level and access log level (/logging);
+// `version` prints its own; --file reads a saved dump instead of a daemon.
 //
 // The endpoint is reached directly (--admin URL, e.g. after kubectl
 // port-forward, or from inside the daemon pod) or through the API
@@ -60,14 +62,23 @@ var commands = map[string]string{
 	"certs":       "certificates",
 	"policies":    "policies",
 	"connections": "",
+	"log":         "", // /logging
+	"version":     "", // no daemon needed
 }
 
-const usageText = `usage: ambitctl <workloads|certs|policies|connections> [flags]
+const usageText = `usage: ambitctl <workloads|certs|policies|connections|log|version> [flags]
 
 Shows one node's ambit daemon state from its admin endpoint.
 
-Target (exactly one):
+  log                    prints the daemon's log level and access log level;
+    --level LEVEL          sets the log level (debug, info, warn, error)
+    --access-log LEVEL     sets which connections are logged (all, failures, off)
+  version                prints ambitctl's version
+
+Target (exactly one; version needs none):
   --admin URL            the admin endpoint, e.g. http://127.0.0.1:15000
+  --file PATH            a saved dump instead of a daemon: the output of -o json of
+                         the same command, or a whole /config_dump
   --node NAME            the ambit daemon pod on node NAME, via the API server's port-forward
   --pod [NS/]NAME        that daemon pod, via the API server's port-forward
 With --node or --pod:
@@ -78,7 +89,7 @@ With --node or --pod:
                          (default the one labelled app.kubernetes.io/name=ambit)
   --admin-port PORT      the admin port inside the pod (default 15000)
 Output:
-  -o, --output FORMAT    table (default) or json
+  -o, --output FORMAT    table (default), json or yaml
   --timeout DURATION     for the whole command (default 30s)
 `
 
@@ -92,6 +103,8 @@ type options struct {
 	daemonset        string
 	adminPort        int
 	output           string
+	file             string
+	level, access    string // log: what to set
 	timeout          time.Duration
 	now              func() time.Time
 }
@@ -134,6 +147,9 @@ func parse(args []string) (*options, error) {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	fs.StringVar(&o.admin, "admin", "", "")
+	fs.StringVar(&o.file, "file", "", "")
+	fs.StringVar(&o.level, "level", "", "")
+	fs.StringVar(&o.access, "access-log", "", "")
 	fs.StringVar(&o.node, "node", "", "")
 	fs.StringVar(&o.pod, "pod", "", "")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "")
@@ -150,7 +166,7 @@ func parse(args []string) (*options, error) {
 		return nil, flagErr(err)
 	}
 	if fs.NArg() == 0 {
-		return nil, usagef("missing command: one of workloads, certs, policies, connections")
+		return nil, usagef("missing command: one of workloads, certs, policies, connections, log, version")
 	}
 	o.command = fs.Arg(0)
 	if err := fs.Parse(fs.Args()[1:]); err != nil {
@@ -161,7 +177,7 @@ func parse(args []string) (*options, error) {
 	}
 	section, ok := commands[o.command]
 	if !ok {
-		return nil, usagef("unknown command %q: want workloads, certs, policies or connections", o.command)
+		return nil, usagef("unknown command %q: want workloads, certs, policies, connections, log or version", o.command)
 	}
 	o.section = section
 	set := map[string]bool{}
@@ -177,11 +193,31 @@ func flagErr(err error) error {
 }
 
 func (o *options) validate(set map[string]bool) error {
-	if o.output != "table" && o.output != "json" {
-		return usagef("-o %q: want table or json", o.output)
+	if o.output != "table" && o.output != "json" && o.output != "yaml" {
+		return usagef("-o %q: want table, json or yaml", o.output)
 	}
 	if o.timeout <= 0 {
 		return usagef("--timeout %s: must be positive", o.timeout)
+	}
+	if (set["level"] || set["access-log"]) && o.command != "log" {
+		return usagef("--level and --access-log apply to the log command")
+	}
+	if o.command == "version" {
+		return nil
+	}
+	if set["file"] {
+		if o.command == "log" {
+			return usagef("--file: the log command needs a daemon")
+		}
+		for _, f := range []string{"admin", "node", "pod"} {
+			if set[f] {
+				return usagef("give only one of --file, %s", flagName(f))
+			}
+		}
+		if o.file == "" {
+			return usagef("--file: empty path")
+		}
+		return nil
 	}
 	n := 0
 	for _, f := range []string{"admin", "node", "pod"} {
@@ -191,7 +227,7 @@ func (o *options) validate(set map[string]bool) error {
 	}
 	switch {
 	case n == 0:
-		return usagef("no target: give --admin URL, --node NAME or --pod NAME")
+		return usagef("no target: give --admin URL, --node NAME, --pod NAME or --file PATH")
 	case n > 1:
 		return usagef("give only one of --admin, --node, --pod")
 	}

@@ -157,9 +157,9 @@ AuthorizationPolicy  pay        allow-shop  yes       FullyEnforced      -      
 AuthorizationPolicy  pay        deny-l7     yes       PartiallyEnforced  2       L7 fields ignored
 `},
 		{args: []string{"--admin", d.url, "connections"}, out: `
-DIRECTION  SOURCE          DESTINATION    WORKLOAD          SOURCE IDENTITY                             DESTINATION IDENTITY                      POLICY          AGE
-outbound   10.2.0.7:51000  10.96.0.10:80  shop/frontend-1   spiffe://cluster.local/ns/shop/sa/frontend  spiffe://cluster.local/ns/pay/sa/backend  -               5m12s
-inbound    10.2.0.7:40001  10.2.0.9:8080  pay/backend-7d9f  spiffe://cluster.local/ns/shop/sa/frontend  spiffe://cluster.local/ns/pay/sa/backend  pay/allow-shop  42s
+DIRECTION  SOURCE          DESTINATION    WORKLOAD          SOURCE IDENTITY                             DESTINATION IDENTITY                      POLICY          BYTES SENT  BYTES RECEIVED  AGE
+outbound   10.2.0.7:51000  10.96.0.10:80  shop/frontend-1   spiffe://cluster.local/ns/shop/sa/frontend  spiffe://cluster.local/ns/pay/sa/backend  -               0           0               5m12s
+inbound    10.2.0.7:40001  10.2.0.9:8080  pay/backend-7d9f  spiffe://cluster.local/ns/shop/sa/frontend  spiffe://cluster.local/ns/pay/sa/backend  pay/allow-shop  0           0               42s
 `, err: "ambitctl: the daemon's table was full at times: 1 connections since it started are not listed (capacity 2)\n"},
 	} {
 		t.Run(tc.args[0], func(t *testing.T) {
@@ -305,11 +305,14 @@ func TestUsage(t *testing.T) {
 		{nil, "missing command"},
 		{[]string{"--admin", "127.0.0.1:15000"}, "missing command"},
 		{[]string{"pods", "--admin", "127.0.0.1:15000"}, `unknown command "pods"`},
-		{[]string{"workloads"}, "no target: give --admin URL, --node NAME or --pod NAME"},
+		{[]string{"workloads"}, "no target: give --admin URL, --node NAME, --pod NAME or --file PATH"},
 		{[]string{"workloads", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"workloads", "--admin"}, "flag needs an argument: -admin"},
 		{[]string{"workloads", "--admin", "127.0.0.1:15000", "extra"}, `unexpected argument "extra" after workloads`},
-		{[]string{"workloads", "--admin", "127.0.0.1:15000", "-o", "yaml"}, `-o "yaml": want table or json`},
+		{[]string{"workloads", "--admin", "127.0.0.1:15000", "-o", "xml"}, `-o "xml": want table, json or yaml`},
+		{[]string{"workloads", "--file", "x.json", "--admin", "127.0.0.1:15000"}, `give only one of --file, --admin`},
+		{[]string{"log", "--file", "x.json"}, `--file: the log command needs a daemon`},
+		{[]string{"certs", "--admin", "127.0.0.1:15000", "--level", "debug"}, `--level and --access-log apply to the log command`},
 		{[]string{"workloads", "--admin", "ftp://h:1"}, `scheme "ftp"`},
 		{[]string{"workloads", "--admin", "http://h:99999"}, `port "99999"`},
 		{[]string{"workloads", "--admin", "http://h:1/x?y=1"}, "want only scheme, host and port"},
@@ -335,7 +338,7 @@ func TestUsage(t *testing.T) {
 	}
 	for _, h := range []string{"-h", "--help"} {
 		code, out, errOut := runCtl(t, h)
-		if code != ExitOK || !strings.HasPrefix(out, "usage: ambitctl <workloads|certs|policies|connections>") || errOut != "" {
+		if code != ExitOK || !strings.HasPrefix(out, "usage: ambitctl <workloads|certs|policies|connections|log|version>") || errOut != "" {
 			t.Errorf("%s: exit %d, stderr %q", h, code, errOut)
 		}
 	}

@@ -65,6 +65,8 @@ var columns = map[string][]column{
 		col("SOURCE IDENTITY", "sourceidentity"),
 		col("DESTINATION IDENTITY", "destinationidentity"),
 		col("POLICY", "policy"),
+		col("BYTES SENT", "bytessent"),
+		col("BYTES RECEIVED", "bytesreceived"),
 		{header: "AGE", keys: []string{"ageseconds"}, format: ageCell},
 	},
 }
