@@ -3,9 +3,10 @@ package redirect
 import (
 	"context"
 	"fmt"
-	"github.com/ambit-mesh/ambit/bpf"
 	"os"
 	"path/filepath"
+
+	"github.com/ambit-mesh/ambit/bpf"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"

@@ -12,19 +12,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrNetnsNotFound: no namespace in the directory holds the address.
-var ErrNetnsNotFound = errors.New("redirect: no pod network namespace holds the address")
-
-// Found is a pod's network namespace found by FindPod: what Apply needs
-// (without HostInterface or an open handle) plus the pod interface's
-// gateways, which the CNI ADD would have reported as the probe sources.
-type Found struct {
-	NetnsPath string
-	Interface string
-	Addresses []netip.Addr
-	Gateways  []netip.Addr
-}
-
 // FindPod looks for the network namespace of a running pod by its address:
 // every namespace file in dir (the runtime's, e.g. /var/run/netns) is
 // opened and the interface holding addr is looked up with netlink. It is

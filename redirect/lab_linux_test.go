@@ -3,7 +3,6 @@ package redirect
 import (
 	"context"
 	"fmt"
-	"github.com/ambit-mesh/ambit/redirect/nstest"
 	"io"
 	"log/slog"
 	"net"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ambit-mesh/ambit/redirect/nstest"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"

@@ -17,35 +17,6 @@ import (
 	"github.com/cilium/ebpf/link"
 )
 
-// Options configures a Manager.
-type Options struct {
-	// PinDir is where capture state is pinned in bpffs. Optional, default
-	// /sys/fs/bpf/ambit. Must be on a bpf filesystem.
-	PinDir string
-	// StateDir holds one JSON file per enrolled pod (its netns path and
-	// desired config) so a restarted daemon can find it. Optional, default
-	// /run/ambit/pods.
-	StateDir string
-	// CgroupPath is the cgroup v2 root the outbound capture attaches to.
-	// Optional, default: the first cgroup2 mount in /proc/self/mounts.
-	CgroupPath string
-	// Mark, MarkMask identify ambit's own sockets. Optional, default
-	// DefaultMark/DefaultMarkMask.
-	Mark, MarkMask uint32
-	// MaxPods bounds the pods this node can enrol (slots in the node-wide
-	// listeners sockmap). Optional, default 4096. Fixed once pinned.
-	MaxPods uint32
-	// HostNetns is the node's network namespace, where the host-side peers
-	// of pod interfaces live (the host-side tc filters are attached there).
-	// Optional: nil means the caller's own namespace, right for a daemon on
-	// the host network. The chart runs the daemon in its own network
-	// namespace and hands it the node's as a mounted namespace file. Not
-	// closed by the Manager.
-	HostNetns *os.File
-	// Logger. Optional, default slog.Default().
-	Logger *slog.Logger
-}
-
 // Manager owns the capture of the pods on this node. Its kernel state is
 // pinned, so it outlives the process; a new Manager on the same PinDir and
 // StateDir picks it up (Recover).

@@ -3,8 +3,6 @@ package redirect
 import (
 	"context"
 	"errors"
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"net"
 	"net/netip"
 	"path/filepath"
@@ -14,6 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
 // server accepts on ln and echoes; during drain it stops once the accept

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/vishvananda/netlink"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"text/template"
 	"time"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io/fs"
 	"os"
-	"syscall"
 
 	"github.com/ambit-mesh/ambit/redirect"
 )
@@ -30,9 +29,7 @@ func netnsOf(pod redirect.PodNetns) netnsRef {
 		st, err = os.Stat(pod.NetnsPath)
 	}
 	if err == nil && st != nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			ref.dev, ref.ino = uint64(sys.Dev), sys.Ino
-		}
+		ref.dev, ref.ino, _ = fileID(st)
 	}
 	return ref
 }
@@ -55,8 +52,8 @@ func (r netnsRef) gone() bool {
 	if err != nil {
 		return false
 	}
-	sys, ok := st.Sys().(*syscall.Stat_t)
-	return ok && (uint64(sys.Dev) != r.dev || sys.Ino != r.ino)
+	dev, ino, ok := fileID(st)
+	return ok && (dev != r.dev || ino != r.ino)
 }
 
 // netnsMissing: path names no namespace any more (an empty path is not
