@@ -385,7 +385,7 @@ func checkDevCA(t *testing.T, objs []object) {
 	if !parseCertPEM(t, cm.Data["ca.crt"]).Equal(root) {
 		t.Error("trust bundle is not the generated root")
 	}
-	checkCADeployment(t, objs, "ambit-ca-dev-root")
+	checkCADeployment(t, objs, "ambit-ca-dev-root", false)
 }
 
 // checkPKICA: the user's Secret is used, no key material is rendered, the
@@ -402,7 +402,7 @@ func checkPKICA(t *testing.T, objs []object, bundle string) {
 	if strings.TrimSpace(cm.Data["ca.crt"]) != strings.TrimSpace(bundle) {
 		t.Errorf("trust bundle %q, want the given PEM", cm.Data["ca.crt"])
 	}
-	checkCADeployment(t, objs, "corp-intermediate")
+	checkCADeployment(t, objs, "corp-intermediate", true) // rendered with fips=true
 	var d appsv1.Deployment
 	find(t, objs, "Deployment", "ambit-ca").decode(t, &d)
 	if img := d.Spec.Template.Spec.Containers[0].Image; img != "ghcr.io/ambit-mesh/ambit:9.9.9" {
@@ -410,7 +410,7 @@ func checkPKICA(t *testing.T, objs []object, bundle string) {
 	}
 }
 
-func checkCADeployment(t *testing.T, objs []object, secret string) {
+func checkCADeployment(t *testing.T, objs []object, secret string, fips bool) {
 	t.Helper()
 	var d appsv1.Deployment
 	find(t, objs, "Deployment", "ambit-ca").decode(t, &d)
@@ -419,8 +419,15 @@ func checkCADeployment(t *testing.T, objs []object, secret string) {
 		t.Fatalf("CA pod: service account %q, %d containers", spec.ServiceAccountName, len(spec.Containers))
 	}
 	c := spec.Containers[0]
-	if !slices.Equal(c.Command, []string{"/ambit", "ca"}) {
-		t.Errorf("CA command %v", c.Command)
+	bin := "/ambit"
+	if fips {
+		bin = "/ambit-fips" // built against Go's FIPS 140-3 module
+	}
+	if !slices.Equal(c.Command, []string{bin, "ca"}) {
+		t.Errorf("CA command %v, want [%s ca]", c.Command, bin)
+	}
+	if slices.Contains(c.Args, "--fips") != fips {
+		t.Errorf("CA args %v: --fips present %v, want %v", c.Args, !fips, fips)
 	}
 	for _, a := range []string{"--signing-cert=/etc/ambit/ca/tls.crt", "--signing-key=/etc/ambit/ca/tls.key",
 		"--node-service-account=ambit-system/ambit", "--token-audience=ambit-ca", "--ttl=24h"} {
