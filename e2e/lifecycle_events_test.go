@@ -178,13 +178,7 @@ func (m *mesh) lcDaemonPodDelete(ctx context.Context, t *testing.T) {
 	old := m.daemonPod(ctx, node)
 	cs := m.c.Clientset()
 	logs := m.followDaemonLogs(ctx, []string{old.Name})
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon logs (access log dropped):\n%s", logs.text(context.WithoutCancel(ctx)))
-		} else {
-			logs.stop()
-		}
-	}()
+	defer logs.finish(ctx, t)
 	t0 := time.Now()
 	if err := cs.CoreV1().Pods(chartNamespace).Delete(ctx, old.Name, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
@@ -259,13 +253,7 @@ func (m *mesh) lcUpgrade(ctx context.Context, t *testing.T, chart string) {
 		oldNames = append(oldNames, o)
 	}
 	logs := m.followDaemonLogs(ctx, oldNames)
-	defer func() {
-		if t.Failed() {
-			t.Logf("daemon logs (access log dropped):\n%s", logs.text(context.WithoutCancel(ctx)))
-		} else {
-			logs.stop()
-		}
-	}()
+	defer logs.finish(ctx, t)
 	t0 := time.Now()
 	if out, err := m.c.Helm(ctx, "upgrade", "ambit", chart, "-n", chartNamespace, "--reuse-values",
 		"--set-string", "daemon.podAnnotations.lifecycle-rev="+strconv.FormatInt(t0.Unix(), 10)); err != nil {

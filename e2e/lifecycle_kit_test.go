@@ -564,6 +564,15 @@ func (d *daemonLogs) stop() {
 	d.done.Wait()
 }
 
+// finish stops following and, if the test failed, logs what was collected.
+func (d *daemonLogs) finish(ctx context.Context, t *testing.T) {
+	if !t.Failed() {
+		d.stop()
+		return
+	}
+	t.Logf("daemon logs (access log dropped):\n%s", d.text(context.WithoutCancel(ctx)))
+}
+
 func (d *daemonLogs) text(ctx context.Context) string {
 	d.stop()
 	d.mu.Lock()

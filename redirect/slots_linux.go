@@ -118,9 +118,6 @@ func (m *Manager) allocSlot(id string) (uint32, error) {
 		return 0, err
 	}
 	defer unlock()
-	if owner := m.takeoverOwner(); owner != "" && owner != m.token {
-		return 0, ErrHandedOver
-	}
 	used, err := m.slotsInUse()
 	if err != nil {
 		return 0, err
@@ -156,12 +153,7 @@ func (m *Manager) keepSlot(n uint32, id string) error {
 }
 
 func (m *Manager) writeClaim(n uint32, id string) error {
-	p := m.slotClaim(n)
-	if err := os.WriteFile(p+".tmp", []byte(id+"\n"), 0o600); err != nil {
-		return fmt.Errorf("redirect: claim slot %d: %w", n, err)
-	}
-	if err := os.Rename(p+".tmp", p); err != nil {
-		os.Remove(p + ".tmp")
+	if err := writeAtomic(m.slotClaim(n), []byte(id+"\n")); err != nil {
 		return fmt.Errorf("redirect: claim slot %d: %w", n, err)
 	}
 	return nil
@@ -270,11 +262,7 @@ func (m *Manager) BeginTakeover() ([]PodNetns, error) {
 		return nil, err
 	}
 	defer unlock()
-	p := filepath.Join(m.opts.StateDir, slotsDir, takeoverFile)
-	if err := os.WriteFile(p+".tmp", []byte(m.token+"\n"), 0o600); err != nil {
-		return nil, fmt.Errorf("redirect: takeover: %w", err)
-	}
-	if err := os.Rename(p+".tmp", p); err != nil {
+	if err := writeAtomic(filepath.Join(m.opts.StateDir, slotsDir, takeoverFile), []byte(m.token+"\n")); err != nil {
 		return nil, fmt.Errorf("redirect: takeover: %w", err)
 	}
 	return m.Recorded()

@@ -53,13 +53,22 @@ func (m *Manager) writeState(s *podState) error {
 	if err != nil {
 		return err
 	}
-	tmp := m.statePath(s.Pod.ID) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := writeAtomic(m.statePath(s.Pod.ID), b); err != nil {
 		return fmt.Errorf("redirect: write state: %w", err)
 	}
-	if err := os.Rename(tmp, m.statePath(s.Pod.ID)); err != nil {
+	return nil
+}
+
+// writeAtomic replaces path with b (temp file + rename): a reader, in this
+// process or another daemon's, sees the old content or the new, never part.
+func writeAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("redirect: write state: %w", err)
+		return err
 	}
 	return nil
 }

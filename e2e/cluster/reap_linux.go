@@ -90,13 +90,7 @@ func Reap(ctx context.Context, base string, log *slog.Logger) error {
 			continue
 		}
 		dir := filepath.Join(base, e.Name())
-		st := runState{Dir: dir}
-		if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil {
-			if err := json.Unmarshal(b, &st); err != nil {
-				log.Warn("unreadable run state; removing what can be found", "dir", dir, "err", err)
-			}
-			st.Dir = dir
-		}
+		st := readRunState(dir, log)
 		log.Info("reaping a previous run", "dir", dir, "owner", st.Owner)
 		if err := teardown(ctx, st, base); err != nil {
 			errs = append(errs, err)
@@ -108,14 +102,7 @@ func Reap(ctx context.Context, base string, log *slog.Logger) error {
 	// node mount-namespace files they pinned.
 	for _, dir := range foreignRuns(base) {
 		log.Info("reaping a previous run of another checkout", "dir", dir)
-		st := runState{Dir: dir}
-		if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil {
-			if err := json.Unmarshal(b, &st); err != nil {
-				log.Warn("unreadable run state; removing what can be found", "dir", dir, "err", err)
-			}
-			st.Dir = dir
-		}
-		if err := teardown(ctx, st, filepath.Dir(dir)); err != nil {
+		if err := teardown(ctx, readRunState(dir, log), filepath.Dir(dir)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -125,6 +112,19 @@ func Reap(ctx context.Context, base string, log *slog.Logger) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// readRunState reads a run's state.json; what cannot be read leaves only
+// Dir set (teardown then removes what it finds by name).
+func readRunState(dir string, log *slog.Logger) runState {
+	st := runState{Dir: dir}
+	if b, err := os.ReadFile(filepath.Join(dir, "state.json")); err == nil {
+		if err := json.Unmarshal(b, &st); err != nil {
+			log.Warn("unreadable run state; removing what can be found", "dir", dir, "err", err)
+		}
+		st.Dir = dir
+	}
+	return st
 }
 
 // teardown removes everything st records; every step tolerates pieces that
